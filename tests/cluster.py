@@ -1,0 +1,102 @@
+"""A real `kubi server` process for tests, driven by the real kubectl."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Cluster:
+    data_dir: Path
+    port: int
+    process: subprocess.Popen[bytes]
+    home: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.data_dir / "kubeconfig.yaml"
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        token: str = config["users"][0]["user"]["token"]
+        return token
+
+    @property
+    def ca(self) -> str:
+        return str(self.data_dir / "pki" / "ca.crt")
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["HOME"] = str(self.home)
+        return env
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(["kubectl", *args], input=input, capture_output=True,
+                                text=True, env=self.env(), timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, verify=self.ca,
+                            headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                return self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                return self.process.wait()
+        return self.process.returncode
+
+
+def start_cluster(data_dir: Path, *extra: str, port: int | None = None) -> Cluster:
+    port = port or free_port()
+    home = data_dir / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    log = open(data_dir / "server.log", "ab")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kubi.cli.main", "server", "--data-dir", str(data_dir),
+         "--port", str(port), *extra],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    cluster = Cluster(data_dir, port, process, home)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"kubi server exited: {(data_dir / 'server.log').read_text()}")
+        if cluster.kubeconfig.exists():
+            try:
+                if httpx.get(f"{cluster.url}/readyz", verify=cluster.ca, timeout=2).text == "ok":
+                    return cluster
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.05)
+    cluster.stop(signal.SIGKILL)
+    raise RuntimeError("kubi server did not become ready")
