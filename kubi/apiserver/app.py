@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from kubi.apiserver import (
     subresources,
     tables,
 )
+from kubi.apiserver import registry as _registry  # noqa: F401 - registers strategies
 from kubi.apiserver.admission import IMMORTAL_NAMESPACES, ClusterAdmission
 from kubi.apiserver.http import (
     JSON,
@@ -43,6 +44,7 @@ from kubi.apiserver.http import (
     Scope,
     Send,
     StreamResponse,
+    check_acceptable,
     decode_body,
     object_response,
     status_response,
@@ -93,7 +95,7 @@ class APIServer:
         return self.store(info)
 
     def store(self, info: ResourceInfo) -> Store:
-        key = info.storage_prefix
+        key = f"{info.api_version}/{info.plural}"
         store = self._stores.get(key)
         if store is None:
             store = Store(self.backend, info, strategy_for(info.group, info.kind),
@@ -247,6 +249,7 @@ class APIServer:
             if not parts:
                 raise self._path_not_found()
         target = self._target(group, version, parts)
+        check_acceptable(request.accept)
         method = request.method
         info = target.info
         verb = _verb(method, target, request)
@@ -258,8 +261,10 @@ class APIServer:
             return await subresources.handle(self, request, target, verb)
         if verb == "create" and not info.persisted:
             return await subresources.review(self, request, target)
-        handler = {
-            "get": self.get, "list": self.list, "watch": self.watch, "create": self.create,
+        if verb == "watch":
+            return await self.watch(request, target)
+        handler: Callable[[Request, Target], Awaitable[Response]] = {
+            "get": self.get, "list": self.list, "create": self.create,
             "update": self.update, "patch": self.patch, "delete": self.delete,
             "deletecollection": self.delete_collection,
         }[verb]

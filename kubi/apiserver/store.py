@@ -19,6 +19,7 @@ from kubi.api import errors
 from kubi.api import meta as m
 from kubi.api.errors import Cause, StatusError
 from kubi.api.resources import ResourceInfo
+from kubi.apiserver import conversion
 from kubi.apiserver.registry import meta as meta_validation
 from kubi.apiserver.registry.strategy import Strategy
 from kubi.apiserver.selectors import FieldSelector, LabelSelector
@@ -136,21 +137,23 @@ class Store:
     def _invalid(self, name: str, causes: list[Cause]) -> StatusError:
         return errors.invalid_object(self.info.group, self.info.kind, name, causes)
 
-    def _validate_create(self, obj: Obj) -> None:
-        meta = obj["metadata"]
-        causes = meta_validation.validate_object_meta(
+    def _meta_causes(self, meta: Obj, is_create: bool) -> list[Cause]:
+        if not self.strategy.validates_meta:
+            return []
+        return meta_validation.validate_object_meta(
             meta, namespaced=self.info.namespaced,
             name_rule=meta_validation.name_rule_for(self.info.group, self.info.kind),
-            is_create=True)
+            is_create=is_create)
+
+    def _validate_create(self, obj: Obj) -> None:
+        meta = obj["metadata"]
+        causes = self._meta_causes(meta, True)
         causes += self.strategy.validate(obj)
         if causes:
             raise self._invalid(m.name_of(obj) or str(meta.get("generateName", "")), causes)
 
     def _validate_update(self, new: Obj, old: Obj, status_only: bool) -> None:
-        causes = meta_validation.validate_object_meta(
-            new["metadata"], namespaced=self.info.namespaced,
-            name_rule=meta_validation.name_rule_for(self.info.group, self.info.kind),
-            is_create=False)
+        causes = self._meta_causes(new["metadata"], False)
         causes += meta_validation.validate_object_meta_update(new["metadata"], old["metadata"])
         if status_only:
             causes += self.strategy.validate_status_update(new, old)
@@ -158,6 +161,10 @@ class Store:
             causes += self.strategy.validate_update(new, old)
         if causes:
             raise self._invalid(m.name_of(new), causes)
+
+    def _in_version(self, obj: Obj) -> Obj:
+        """Objects are stored in the version written; writes work in this store's version."""
+        return conversion.to_version(obj, self.info) or obj
 
     # -- reads -------------------------------------------------------------------
 
@@ -291,7 +298,7 @@ class Store:
                 kv = await self.get_kv(namespace, name)
                 if kv is None:
                     raise self.not_found(name)
-            old = _decode(kv)
+            old = self._in_version(_decode(kv))
             new = await mutate(m.deep_copy(old))
             self._prepare_update(new, old, namespace, subresource)
             opts.warnings.extend(self.strategy.warnings(new))

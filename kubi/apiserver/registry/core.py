@@ -1137,6 +1137,8 @@ EVENT_IMMUTABLE_FIELDS = (
 class CoreEventStrategy(Strategy):
     """core/v1 events: only the lenient legacy rules, for old clients' sake."""
 
+    validates_meta = False
+
     def validate(self, obj: Obj) -> list[Cause]:
         return _legacy_event_causes(obj, CORE_EVENT_FIELDS, "reportingComponent")
 

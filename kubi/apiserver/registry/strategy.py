@@ -28,10 +28,10 @@ class Strategy:
     tracks_generation: bool = False
     # A PUT of a missing object creates it (upstream: true for a few kinds only).
     allow_create_on_update: bool = False
-    # Fields of `spec` that may never change after create (dotted paths under the root).
-    immutable_fields: tuple[str, ...] = ()
-    # The field carrying status, if the resource has a status subresource.
+    # The resource has a status subresource: status is written only through it.
     has_status: bool = False
+    # Upstream checks object metadata for every kind but core/v1 Events.
+    validates_meta: bool = True
 
     def default(self, obj: Obj) -> None:
         """Fill in upstream's defaults, in place."""
