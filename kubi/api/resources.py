@@ -40,6 +40,9 @@ class ResourceInfo:
     subresources: tuple[Subresource, ...] = ()
     # Versions of one resource share storage; the first-listed version stores it.
     storage_group: str | None = None
+    # Served for old manifests: every request gets this warning, as upstream's
+    # deprecated versions do.
+    deprecation: str = ""
 
     @property
     def singular(self) -> str:

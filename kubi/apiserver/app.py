@@ -250,6 +250,14 @@ class APIServer:
                 raise self._path_not_found()
         target = self._target(group, version, parts)
         check_acceptable(request.accept)
+        if target.info.deprecation:
+            response = await self._serve(request, target, group, parts)
+            response.headers.append(("warning", f'299 - "{target.info.deprecation}"'))
+            return response
+        return await self._serve(request, target, group, parts)
+
+    async def _serve(self, request: Request, target: Target, group: str,
+                     parts: list[str]) -> Response | StreamResponse:
         method = request.method
         info = target.info
         verb = _verb(method, target, request)
