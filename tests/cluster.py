@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -63,7 +64,7 @@ class Cluster:
         return result
 
     def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, verify=self.ca,
+        return httpx.Client(base_url=self.url, verify=ssl.create_default_context(cafile=self.ca),
                             headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
@@ -93,7 +94,8 @@ def start_cluster(data_dir: Path, *extra: str, port: int | None = None) -> Clust
             raise RuntimeError(f"kubi server exited: {(data_dir / 'server.log').read_text()}")
         if cluster.kubeconfig.exists():
             try:
-                if httpx.get(f"{cluster.url}/readyz", verify=cluster.ca, timeout=2).text == "ok":
+                context = ssl.create_default_context(cafile=cluster.ca)
+                if httpx.get(f"{cluster.url}/readyz", verify=context, timeout=2).text == "ok":
                     return cluster
             except httpx.HTTPError:
                 pass

@@ -22,6 +22,12 @@ _GO_TYPES = {"int32": "int32", "int64": "int64", "double": "float64", "byte": "[
 class Findings:
     unknown: list[str] = field(default_factory=list)
     type_error: str = ""
+    # Where each unknown field sits, so it can be dropped as a Go decoder would.
+    places: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+
+    def prune(self) -> None:
+        for container, key in self.places:
+            container.pop(key, None)
 
 
 def _go_type(schema: Schema) -> str:
@@ -91,6 +97,7 @@ def _walk(value: Any, schema: Schema | None, path: str, struct: str, found: Find
                     _walk(child, schemas.resolve(props[key]), child_path, child_struct, found)
                 elif not isinstance(extra, dict):
                     found.unknown.append(child_path)
+                    found.places.append((value, key))
         elif isinstance(extra, dict):
             for key, child in value.items():
                 _walk(child, schemas.resolve(extra), f"{path}[{key}]", name, found)
@@ -115,6 +122,7 @@ def enforce(obj: dict[str, Any], group: str, version: str, kind: str,
     if found.type_error:
         raise errors.bad_request(
             f'{kind} in version "{version}" cannot be handled as a {kind}: {found.type_error}')
+    found.prune()
     if not found.unknown or validation == "Ignore":
         return []
     messages = [f'unknown field "{p}"' for p in found.unknown]
