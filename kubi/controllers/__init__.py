@@ -1,0 +1,1 @@
+"""Controllers: each reconciles one kind through informers, a work queue and the client."""
