@@ -76,12 +76,14 @@ class Server:
         self.backend: Backend | None = None
         self.api: APIServer | None = None
         self._uvicorn: uvicorn.Server | None = None
+        self.credentials: certs.Credentials | None = None
 
     async def start(self) -> None:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         extra = [n for n in (config.bind, config.advertise) if n and n not in ("0.0.0.0", "::")]
         creds = certs.ensure_credentials(config.data_dir, extra)
+        self.credentials = creds
         self.backend = open_backend(config.storage_url, compact_interval=config.compact_interval)
         await self.backend.start()
         self.api = APIServer(self.backend, TokenAuthority(creds.admin_token,
@@ -116,12 +118,13 @@ class Server:
         if self.backend is not None:
             await self.backend.close()
 
-    async def run(self) -> None:
-        await self.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        log.warning("shutting down")
-        await self.stop()
+
+
+async def wait_for_signal() -> None:
+    """Return on SIGINT or SIGTERM (a clean shutdown)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.warning("shutting down")

@@ -14,7 +14,8 @@ DEFAULT_DATA_DIR = Path(os.environ.get("KUBI_DATA_DIR", "/var/lib/kubi" if os.ge
 
 
 def _server(args: argparse.Namespace) -> int:
-    from kubi.apiserver.server import Server, ServerConfig
+    from kubi.apiserver.server import ServerConfig
+    from kubi.cli import server
 
     config = ServerConfig(data_dir=Path(args.data_dir), bind=args.bind, port=args.port,
                           storage=args.storage or "",
@@ -28,8 +29,12 @@ def _server(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency, but stay runnable
         pass
+    components = server.Components(
+        controller_manager=not args.disable_controller_manager,
+        scheduler=not args.disable_scheduler, simulated_nodes=args.simulated_nodes,
+        disabled_controllers=set(filter(None, args.disable_controllers.split(","))))
     try:
-        asyncio.run(Server(config).run())
+        asyncio.run(server.run(config, components))
     except OSError as exc:
         print(f"kubi server: {exc}", file=sys.stderr)
         return 1
@@ -51,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--service-cidr", default="10.43.0.0/16")
     server.add_argument("--compact-interval", type=float, default=300.0,
                         help="seconds between automatic store compactions")
+    server.add_argument("--disable-controller-manager", action="store_true",
+                        help="do not run the controllers in this process")
+    server.add_argument("--disable-scheduler", action="store_true",
+                        help="do not run the scheduler in this process")
+    server.add_argument("--disable-controllers", default="", metavar="NAMES",
+                        help="comma-separated controllers not to run (e.g. garbagecollector)")
+    server.add_argument("--simulated-nodes", type=int, default=0, metavar="N",
+                        help="register N simulated nodes that run pods without containers")
     server.set_defaults(func=_server)
     return parser
 

@@ -1,0 +1,76 @@
+"""`kubi server`: the API server plus the components that run beside it in one process.
+
+Components reach the API through the in-process transport (the same handlers and
+authentication as HTTPS), so the same code runs unchanged on another machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubi.apiserver.server import Server, ServerConfig, wait_for_signal
+from kubi.client.rest import Client
+from kubi.controllers.base import ControllerOptions
+from kubi.controllers.manager import run_with_leader_election
+
+log = logging.getLogger("kubi.server")
+
+
+@dataclass
+class Components:
+    controller_manager: bool = True
+    scheduler: bool = True
+    simulated_nodes: int = 0
+    disabled_controllers: set[str] = field(default_factory=set)
+    controller_options: ControllerOptions = field(default_factory=ControllerOptions)
+
+
+def _optional(module: str, attr: str) -> Any:
+    """A component that a later step adds; None until its module exists."""
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return None
+
+
+def component_tasks(client: Client, components: Components) -> list[Coroutine[Any, Any, None]]:
+    tasks: list[Coroutine[Any, Any, None]] = []
+    if components.controller_manager:
+        tasks.append(run_with_leader_election(client, components.controller_options,
+                                              disabled=components.disabled_controllers))
+    if components.scheduler:
+        run_scheduler = _optional("kubi.scheduler.scheduler", "run_with_leader_election")
+        if run_scheduler is not None:
+            tasks.append(run_scheduler(client))
+    if components.simulated_nodes:
+        run_nodes = _optional("kubi.kubelet.simulated", "run_simulated_nodes")
+        if run_nodes is None:
+            raise SystemExit("simulated nodes are not available in this build")
+        tasks.append(run_nodes(client, components.simulated_nodes))
+    return tasks
+
+
+async def run(config: ServerConfig, components: Components) -> None:
+    server = Server(config)
+    await server.start()
+    assert server.api is not None and server.credentials is not None
+    components.controller_options.extra.setdefault(
+        "root_ca_pem", server.credentials.ca_cert.read_text())
+    client = Client.in_process(server.api, server.credentials.admin_token)
+    tasks = [asyncio.create_task(t) for t in component_tasks(client, components)]
+    try:
+        await wait_for_signal()
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await client.close()
+        await server.stop()
