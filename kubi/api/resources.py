@@ -186,6 +186,23 @@ RESOURCES: tuple[ResourceInfo, ...] = (
                  "selfsubjectrulesreviews", False, CREATE_ONLY),
     ResourceInfo("authorization.k8s.io", "v1", "SubjectAccessReview",
                  "subjectaccessreviews", False, CREATE_ONLY),
+    # Versions removed upstream in 1.22, still served for book-era manifests: extra
+    # views of the networking.k8s.io/v1 objects (same storage, converted on the way).
+    ResourceInfo("networking.k8s.io", "v1beta1", "IngressClass", "ingressclasses", False,
+                 storage_group="networking.k8s.io",
+                 deprecation="networking.k8s.io/v1beta1 IngressClass is deprecated in v1.19+, "
+                             "unavailable in v1.22+; use networking.k8s.io/v1 IngressClass"),
+    ResourceInfo("networking.k8s.io", "v1beta1", "Ingress", "ingresses", True,
+                 short_names=("ing",), subresources=(STATUS,),
+                 storage_group="networking.k8s.io",
+                 deprecation="networking.k8s.io/v1beta1 Ingress is deprecated in v1.19+, "
+                             "unavailable in v1.22+; use networking.k8s.io/v1 Ingress"),
+    # No short name here: kubectl would warn that `ing` is ambiguous across groups.
+    ResourceInfo("extensions", "v1beta1", "Ingress", "ingresses", True,
+                 subresources=(STATUS,),
+                 storage_group="networking.k8s.io",
+                 deprecation="extensions/v1beta1 Ingress is deprecated in v1.14+, "
+                             "unavailable in v1.22+; use networking.k8s.io/v1 Ingress"),
 )
 
 # Preferred version first, as upstream's discovery lists them.

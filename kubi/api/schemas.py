@@ -2,11 +2,13 @@
 
 The PyPI package `kubernetes-validate` ships upstream's definitions (with the
 `x-kubernetes-patch-*` and list-map extensions) as JSON; we read the version
-matching the API we claim to serve. Nothing here is hand-written schema.
+matching the API we claim to serve. The only hand-made schemas are the Ingress
+versions removed in 1.22 (not in the package), derived from their v1 successors.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 from importlib import resources
@@ -16,6 +18,8 @@ SCHEMA_VERSION = "v1.32.0-local"
 
 Schema = dict[str, Any]
 
+_REF = "#/$defs/"
+
 
 @functools.cache
 def definitions() -> dict[str, Schema]:
@@ -23,7 +27,91 @@ def definitions() -> dict[str, Schema]:
     root = resources.files("kubernetes_validate") / "kubernetes-json-schema" / SCHEMA_VERSION
     data = json.loads((root / "_definitions.json").read_text())
     defs: dict[str, Schema] = data["$defs"]
+    defs.update(legacy_ingress_definitions(defs))
     return defs
+
+
+# ---------------------------------------------------------------------------
+# Ingress before 1.22: extensions/v1beta1 and networking.k8s.io/v1beta1.
+
+_V1 = "io.k8s.api.networking.v1."
+# v1 definitions whose v1beta1 twins have the same fields (refs renamed).
+_INGRESS_SAME_SHAPE = ("HTTPIngressPath", "HTTPIngressRuleValue", "Ingress", "IngressList",
+                       "IngressRule", "IngressStatus", "IngressTLS")
+_INGRESS_CLASS_SAME_SHAPE = ("IngressClass", "IngressClassList", "IngressClassParametersReference",
+                             "IngressClassSpec")
+_TOP_LEVEL = ("Ingress", "IngressList", "IngressClass", "IngressClassList")
+
+
+def _renamed_refs(schema: Any, prefix: str, local: frozenset[str]) -> Any:
+    """`schema` with references to the `local` v1 definitions pointing at `prefix`."""
+    if isinstance(schema, list):
+        return [_renamed_refs(item, prefix, local) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _renamed_refs(value, prefix, local) for key, value in schema.items()}
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith(_REF + _V1):
+        short = ref.removeprefix(_REF + _V1)
+        if short in local:
+            out["$ref"] = _REF + prefix + short
+    return out
+
+
+def _v1beta1_ingress_backend() -> Schema:
+    return {
+        "description": "IngressBackend describes all endpoints for a given service and port.",
+        "properties": {
+            "resource": {
+                "$ref": _REF + "io.k8s.api.core.v1.TypedLocalObjectReference",
+                "description": "Resource is an ObjectRef to another Kubernetes resource in the "
+                               "namespace of the Ingress object. If resource is specified, "
+                               "serviceName and servicePort must not be specified.",
+            },
+            "serviceName": {"description": "Specifies the name of the referenced service.",
+                            "type": ["string", "null"]},
+            "servicePort": {"$ref": _REF + "io.k8s.apimachinery.pkg.util.intstr.IntOrString",
+                            "description": "Specifies the port of the referenced service."},
+        },
+        "type": ["object", "null"],
+    }
+
+
+def legacy_ingress_definitions(v1: dict[str, Schema]) -> dict[str, Schema]:
+    """Definitions for the v1beta1 Ingress kinds (and IngressClass), built from `v1`.
+
+    Names and group-version-kinds are upstream's (`io.k8s.api.extensions.v1beta1.Ingress`);
+    the differences from v1 are the flat service backend and `spec.backend`.
+    """
+    out: dict[str, Schema] = {}
+    for group, package, kinds in (
+            ("extensions", "io.k8s.api.extensions.v1beta1.", _INGRESS_SAME_SHAPE),
+            ("networking.k8s.io", "io.k8s.api.networking.v1beta1.",
+             _INGRESS_SAME_SHAPE + _INGRESS_CLASS_SAME_SHAPE)):
+        local = frozenset((*kinds, "IngressBackend", "IngressSpec"))
+        api_version = f"{group}/v1beta1"
+        for kind in kinds:
+            schema = _renamed_refs(copy.deepcopy(v1[_V1 + kind]), package, local)
+            props = schema.get("properties", {})
+            if "apiVersion" in props and "enum" in props["apiVersion"]:
+                props["apiVersion"]["enum"] = [api_version]
+            if kind in _TOP_LEVEL:
+                schema["x-kubernetes-group-version-kind"] = [
+                    {"group": group, "kind": kind, "version": "v1beta1"}]
+            out[package + kind] = schema
+        # v1beta1 defaulted pathType instead of requiring it.
+        path = out[package + "HTTPIngressPath"]
+        path["required"] = [name for name in path["required"] if name != "pathType"]
+        out[package + "IngressBackend"] = _v1beta1_ingress_backend()
+        spec = _renamed_refs(copy.deepcopy(v1[_V1 + "IngressSpec"]), package, local)
+        default_backend = spec["properties"].pop("defaultBackend")
+        default_backend["description"] = (
+            "A default backend capable of servicing requests that don't match any rule. At "
+            "least one of 'backend' or 'rules' must be specified.")
+        spec["properties"]["backend"] = default_backend
+        spec["properties"] = dict(sorted(spec["properties"].items()))
+        out[package + "IngressSpec"] = spec
+    return out
 
 
 @functools.cache

@@ -1333,6 +1333,8 @@ PRINTERS: dict[tuple[str, str], Printer] = {
     ("networking.k8s.io", "ingressclasses"): Printer(INGRESS_CLASS_COLUMNS,
                                                      _ingress_class_row),
     ("networking.k8s.io", "ingresses"): Printer(INGRESS_COLUMNS, _ingress_row),
+    # extensions/v1beta1 Ingress (removed upstream in 1.22): the row reads no backend.
+    ("extensions", "ingresses"): Printer(INGRESS_COLUMNS, _ingress_row),
     ("networking.k8s.io", "networkpolicies"): Printer(NETWORK_POLICY_COLUMNS,
                                                       _network_policy_row),
     ("storage.k8s.io", "storageclasses"): Printer(STORAGE_CLASS_COLUMNS, _storage_class_row),
