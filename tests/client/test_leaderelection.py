@@ -16,7 +16,7 @@ def test_only_one_candidate_leads_and_the_other_takes_over(tmp_path: Path) -> No
                               retry_period=0.1)
             leading: list[str] = []
 
-            def work(name: str):  # noqa: ANN202 - returns the coroutine factory
+            def work(name: str):
                 async def lead() -> None:
                     leading.append(name)
                     await asyncio.Event().wait()
