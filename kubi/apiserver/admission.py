@@ -68,11 +68,7 @@ class ClusterAdmission(Admission):
         if not info.namespaced:
             return
         namespace = obj["metadata"].get("namespace", "")
-        store = self._stores("", "namespaces")
-        kv = await store.get_kv("", namespace)
-        if kv is None:
-            raise errors.not_found("", "namespaces", namespace)
-        ns = await store.get("", namespace)
+        ns = await self._stores("", "namespaces").get("", namespace)
         if "deletionTimestamp" in ns["metadata"]:
             raise errors.forbidden_request(
                 f'{info.group_resource} "{obj["metadata"].get("name", "")}" is forbidden: '
