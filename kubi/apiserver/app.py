@@ -250,11 +250,16 @@ class APIServer:
                 raise self._path_not_found()
         target = self._target(group, version, parts)
         check_acceptable(request.accept)
-        if target.info.deprecation:
-            response = await self._serve(request, target, group, parts)
-            response.headers.append(("warning", f'299 - "{target.info.deprecation}"'))
-            return response
-        return await self._serve(request, target, group, parts)
+        if not target.info.deprecation:
+            return await self._serve(request, target, group, parts)
+        # Deprecated versions warn on every answer, errors included, as upstream.
+        try:
+            response: Response | StreamResponse = await self._serve(request, target, group,
+                                                                    parts)
+        except StatusError as err:
+            response = status_response(err)
+        response.headers.append(("warning", f'299 - "{target.info.deprecation}"'))
+        return response
 
     async def _serve(self, request: Request, target: Target, group: str,
                      parts: list[str]) -> Response | StreamResponse:

@@ -344,8 +344,15 @@ class Store:
             else:
                 meta.pop(system_field, None)
         meta["resourceVersion"] = old_meta["resourceVersion"]
+        if subresource == "binding":
+            return  # upstream's BindingREST writes storage directly, bypassing the pod strategy
         if subresource == "status":
             self.strategy.prepare_for_status_update(new, old)
+        elif subresource == "finalize":
+            # Upstream's namespace finalizeStrategy: spec.finalizers comes from the
+            # request (the main update path would restore it), status is kept.
+            if "status" in old:
+                new["status"] = m.deep_copy(old["status"])
         else:
             self.strategy.default(new)
             self.strategy.prepare_for_update(new, old)
