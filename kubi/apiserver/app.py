@@ -429,19 +429,24 @@ class APIServer:
                     await queue.put(None)
 
             task = asyncio.create_task(pump())
+            getter: asyncio.Future[tuple[str, Obj] | StatusError | None] | None = None
             try:
                 while True:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         return
-                    try:
-                        item = await asyncio.wait_for(queue.get(),
-                                                      min(remaining, BOOKMARK_INTERVAL))
-                    except TimeoutError:
+                    # asyncio.wait, not wait_for: 3.11's wait_for can swallow a cancel.
+                    if getter is None:
+                        getter = asyncio.ensure_future(queue.get())
+                    done, _ = await asyncio.wait({getter},
+                                                 timeout=min(remaining, BOOKMARK_INTERVAL))
+                    if not done:
                         if bookmarks and loop.time() < deadline:
                             rv = str(await self.backend.current_revision())
                             yield _event("BOOKMARK", _bookmark(info, rv))
                         continue
+                    item = getter.result()
+                    getter = None
                     if item is None:
                         return
                     if isinstance(item, StatusError):
@@ -468,6 +473,8 @@ class APIServer:
                     else:
                         yield _event(kind, obj)
             finally:
+                if getter is not None:
+                    getter.cancel()
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task

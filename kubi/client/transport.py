@@ -164,9 +164,14 @@ class InProcessTransport:
                 yield buffer
         finally:
             disconnected.set()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            # Repeat the cancellation until the app task ends: one can be lost inside the
+            # app (Python 3.11's wait_for drops a cancel that races a result).
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.1)
+            if not task.cancelled():
+                with contextlib.suppress(Exception):
+                    task.result()
 
     async def close(self) -> None:
         return None

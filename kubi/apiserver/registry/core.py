@@ -1058,6 +1058,11 @@ class PersistentVolumeClaimStrategy(Strategy):
             if old_spec["volumeName"] is None:
                 del old_spec["volumeName"]
                 new_spec.pop("volumeName", None)
+        if (old_spec.get("storageClassName") is None and new_spec.get("storageClassName")
+                and "volume.beta.kubernetes.io/storage-class"
+                not in as_dict(dig(old, "metadata", "annotations"))):
+            # RetroactiveDefaultStorageClass (GA 1.28): a class may be set once, from nil.
+            old_spec["storageClassName"] = new_spec["storageClassName"]
         bound = dig(new, "status", "phase") == "Bound"
         new_storage = dig(new_spec, "resources", "requests", "storage")
         old_storage = dig(old_spec, "resources", "requests", "storage")
