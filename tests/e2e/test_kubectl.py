@@ -109,7 +109,8 @@ def test_get_output_formats(cluster: Cluster, namespace: str) -> None:
                                              "yaml").stdout)
     assert as_yaml["data"] == {"a": "1", "b": "2"}
     as_json = json.loads(cluster.kubectl("get", "cm", "-n", namespace, "-o", "json").stdout)
-    assert [i["metadata"]["name"] for i in as_json["items"]] == ["cm1"]
+    # kube-root-ca.crt is published into every namespace, as upstream.
+    assert sorted(i["metadata"]["name"] for i in as_json["items"]) == ["cm1", "kube-root-ca.crt"]
     jsonpath = cluster.kubectl("get", "cm", "cm1", "-n", namespace, "-o",
                                "jsonpath={.data.b}").stdout
     assert jsonpath == "2"

@@ -225,6 +225,16 @@ class DeploymentStrategy(_WorkloadStrategy):
     def validate_update(self, new: Obj, old: Obj) -> list[Cause]:
         return self.validate(new) + _selector_immutable(new, old)
 
+    def prepare_for_status_update(self, new: Obj, old: Obj) -> None:
+        # Upstream resets only spec and labels here: the deployment controller
+        # records `deployment.kubernetes.io/revision` through status writes.
+        annotations = (new.get("metadata") or {}).get("annotations")
+        super().prepare_for_status_update(new, old)
+        if annotations is None:
+            new["metadata"].pop("annotations", None)
+        else:
+            new["metadata"]["annotations"] = annotations
+
 
 # --- StatefulSet, DaemonSet -------------------------------------------------------------------
 
