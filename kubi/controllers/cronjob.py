@@ -26,11 +26,11 @@ from collections.abc import Callable
 from typing import Any
 
 from kubi.api import meta as m
+from kubi.api.cron import CronError, Schedule, load_location, parse_standard
 from kubi.api.errors import StatusError
 from kubi.client.events import NORMAL, WARNING
 from kubi.client.informer import key_of, split_key
 from kubi.controllers import _pods
-from kubi.controllers._cron import CronError, Schedule, load_location, parse_standard
 from kubi.controllers.base import Controller, ControllerContext
 
 log = logging.getLogger("kubi.controllers.cronjob")

@@ -7,7 +7,7 @@ import zoneinfo
 
 import pytest
 
-from kubi.controllers._cron import (
+from kubi.api.cron import (
     ConstantDelaySchedule,
     CronError,
     SpecSchedule,

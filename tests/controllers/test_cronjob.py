@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from kubi.api import meta as m
+from kubi.api.cron import parse_standard
 from kubi.api.errors import StatusError
 from kubi.client.rest import Client
-from kubi.controllers._cron import parse_standard
 from kubi.controllers.base import ControllerOptions
 from kubi.controllers.cronjob import (
     SCHEDULED_TIMESTAMP_ANNOTATION,

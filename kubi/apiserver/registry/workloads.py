@@ -12,6 +12,7 @@ import re
 import zoneinfo
 from typing import Any
 
+from kubi.api import cron
 from kubi.api.errors import Cause, forbidden, invalid, not_supported, required
 from kubi.apiserver.registry import meta, podspec
 from kubi.apiserver.registry.strategy import Obj, Strategy, register
@@ -669,63 +670,16 @@ class JobStrategy(_WorkloadStrategy):
                                       meta.FIELD_IMMUTABLE)]
 
 
-_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31),
-                ("month", 1, 12), ("day of week", 0, 6))
-_CRON_NAMES = {
-    3: {m: i + 1 for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug",
-                                        "sep", "oct", "nov", "dec"))},
-    4: {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))},
-}
-_CRON_DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight",
-                     "@hourly")
-
-
 def cron_schedule_error(schedule: str) -> str | None:
-    """Why a standard 5-field cron schedule does not parse (robfig/cron wording), or None."""
-    if schedule.startswith("@"):
-        if schedule in _CRON_DESCRIPTORS or re.fullmatch(r"@every \d+(ns|us|ms|s|m|h)+\S*",
-                                                         schedule):
-            return None
-        return f"unrecognized descriptor: {schedule}"
-    fields = schedule.split()
-    if len(fields) != 5:
-        return f"expected exactly 5 fields, found {len(fields)}: [{' '.join(fields)}]"
-    for index, (field_text, (_, low, high)) in enumerate(zip(fields, _CRON_FIELDS, strict=True)):
-        names = _CRON_NAMES.get(index, {})
-        for part in field_text.split(","):
-            problem = _cron_range_error(part, low, high if index != 4 else 7, names)
-            if problem:
-                return problem
-    return None
+    """Why a standard cron schedule does not parse (robfig/cron wording), or None.
 
-
-def _cron_range_error(part: str, low: int, high: int, names: dict[str, int]) -> str | None:
-    range_part, _, step = part.partition("/")
-    if step and not step.isdigit():
-        return f"failed to parse int from {step}: strconv.Atoi: parsing \"{step}\": invalid syntax"
-    if range_part in ("*", "?"):
-        return None
-    bounds = range_part.split("-")
-    if len(bounds) > 2:
-        return f"too many hyphens: {part}"
-    values: list[int] = []
-    for bound in bounds:
-        if bound.lower() in names:
-            values.append(names[bound.lower()])
-        elif bound.isdigit():
-            values.append(int(bound))
-        else:
-            return f"failed to parse int from {bound}: strconv.Atoi: parsing \"{bound}\": " \
-                   f"invalid syntax"
-    start, end = values[0], values[-1]
-    if start < low:
-        return f"beginning of range ({start}) below minimum ({low}): {part}"
-    if end > high:
-        return f"end of range ({end}) above maximum ({high}): {part}"
-    if start > end:
-        return f"beginning of range ({start}) beyond end of range ({end}): {part}"
-    if step and int(step) == 0:
-        return f"step of range should be a positive number: {part}"
+    The same parser the CronJob controller schedules with, so what the API accepts
+    the controller can run.
+    """
+    try:
+        cron.parse_standard(schedule)
+    except cron.CronError as err:
+        return str(err)
     return None
 
 
