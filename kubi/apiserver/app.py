@@ -565,7 +565,9 @@ class APIServer:
                 "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                 "details": {"name": target.name, "group": info.group, "kind": info.plural,
                             "uid": obj["metadata"].get("uid", "")}})
-        return self.respond(request, target, obj, 200 if deleted else 202)
+        # Upstream answers 202 only for a pending delete that asked orphanDependents=false.
+        pending = not deleted and options.orphan_dependents is False
+        return self.respond(request, target, obj, 202 if pending else 200)
 
     async def _delete_options(self, request: Request) -> DeleteOptions:
         body = await request.body()
@@ -582,7 +584,10 @@ class APIServer:
         if grace is None and request.param("gracePeriodSeconds"):
             grace = request.int_param("gracePeriodSeconds")
         propagation = raw.get("propagationPolicy") or request.param("propagationPolicy") or None
-        if raw.get("orphanDependents") is True or request.param("orphanDependents") == "true":
+        orphan = raw.get("orphanDependents")
+        if orphan is None and request.param("orphanDependents"):
+            orphan = request.param("orphanDependents") == "true"
+        if orphan is True:
             propagation = propagation or "Orphan"
         if propagation not in (None, "Orphan", "Background", "Foreground"):
             raise errors.invalid_object("", "DeleteOptions", "", [errors.not_supported(
@@ -594,7 +599,8 @@ class APIServer:
         return DeleteOptions(
             grace_period=int(grace) if grace is not None else None, propagation=propagation,
             precondition_uid=preconditions.get("uid"),
-            precondition_rv=preconditions.get("resourceVersion"), dry_run=bool(dry_run))
+            precondition_rv=preconditions.get("resourceVersion"), dry_run=bool(dry_run),
+            orphan_dependents=orphan if isinstance(orphan, bool) else None)
 
     async def delete_collection(self, request: Request, target: Target) -> Response:
         info = target.info
