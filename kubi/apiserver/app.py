@@ -87,6 +87,14 @@ class APIServer:
         self._stores: dict[str, Store] = {}
         self.admission = ClusterAdmission(self.store_for, service_cidr)
         self.ready = False
+        self._closing: asyncio.Event | None = None
+
+    @property
+    def closing(self) -> asyncio.Event:
+        """Set on shutdown: long-running streams end so the server can stop at once."""
+        if self._closing is None:
+            self._closing = asyncio.Event()
+        return self._closing
 
     # -- stores -------------------------------------------------------------------
 
@@ -429,7 +437,8 @@ class APIServer:
                     await queue.put(None)
 
             task = asyncio.create_task(pump())
-            getter: asyncio.Future[tuple[str, Obj] | StatusError | None] | None = None
+            closing: asyncio.Future[Any] = asyncio.ensure_future(self.closing.wait())
+            getter: asyncio.Future[Any] | None = None
             try:
                 while True:
                     remaining = deadline - loop.time()
@@ -438,8 +447,11 @@ class APIServer:
                     # asyncio.wait, not wait_for: 3.11's wait_for can swallow a cancel.
                     if getter is None:
                         getter = asyncio.ensure_future(queue.get())
-                    done, _ = await asyncio.wait({getter},
-                                                 timeout=min(remaining, BOOKMARK_INTERVAL))
+                    done, _ = await asyncio.wait({getter, closing},
+                                                 timeout=min(remaining, BOOKMARK_INTERVAL),
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    if closing in done:
+                        return
                     if not done:
                         if bookmarks and loop.time() < deadline:
                             rv = str(await self.backend.current_revision())
@@ -473,6 +485,7 @@ class APIServer:
                     else:
                         yield _event(kind, obj)
             finally:
+                closing.cancel()
                 if getter is not None:
                     getter.cancel()
                 task.cancel()

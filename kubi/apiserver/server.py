@@ -99,7 +99,8 @@ class Server:
             ws="websockets-sansio", lifespan="off", log_level="warning", access_log=False,
             ssl_certfile=str(creds.server_cert), ssl_keyfile=str(creds.server_key),
             ssl_ca_certs=str(creds.ca_cert), ssl_cert_reqs=ssl.CERT_NONE,
-            timeout_keep_alive=120, ws_ping_interval=None, date_header=False)
+            timeout_keep_alive=120, ws_ping_interval=None, date_header=False,
+            timeout_graceful_shutdown=5)
         uv_config.load()
         self._uvicorn = uvicorn.Server(uv_config)
         # No main loop: its 10 Hz tick only refreshes the Date header, and idle must be idle.
@@ -111,6 +112,8 @@ class Server:
                     kubeconfigs[0])
 
     async def stop(self) -> None:
+        if self.api is not None:
+            self.api.closing.set()
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
             with contextlib.suppress(Exception):
