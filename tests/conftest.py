@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import Cluster, start_cluster
+from tests.conftest_registry import registry  # noqa: F401 - a session fixture for image tests
 
 SEED = Path(__file__).resolve().parent.parent.parent / "shared" / "seed"
 
