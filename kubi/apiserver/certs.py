@@ -129,6 +129,10 @@ def ensure_credentials(data_dir: Path, extra_names: list[str] | None = None) -> 
     token_path = pki / "admin.token"
     if not token_path.exists():
         _write_private(token_path, secrets.token_hex(32).encode())
+    node_token = data_dir / "node-token"
+    if not node_token.exists():
+        # Agents join with this token (the admin credential until node authorization exists).
+        _write_private(node_token, token_path.read_bytes())
     return Credentials(pki / "ca.crt", pki / "serving.crt", pki / "serving.key",
                        token_path.read_text().strip(), sa_key)
 

@@ -41,6 +41,28 @@ def _server(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agent(args: argparse.Namespace) -> int:
+    from kubi.api.errors import StatusError
+    from kubi.cli import agent
+
+    token = args.token or (Path(args.token_file).read_text().strip() if args.token_file else "")
+    if not token:
+        print("kubi agent: --token or --token-file is required (the server writes "
+              "DATA_DIR/node-token)", file=sys.stderr)
+        return 2
+    try:
+        agent.main(args.server, token, Path(args.ca_file) if args.ca_file else None,
+                   args.runtime, args.node_name or agent.default_node_name(),
+                   args.simulated_nodes)
+    except StatusError as err:
+        print(f"kubi agent: the server refused: {err.message}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"kubi agent: cannot reach {args.server}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubi", description="A Kubernetes you can pip install.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--simulated-nodes", type=int, default=0, metavar="N",
                         help="register N simulated nodes that run pods without containers")
     server.set_defaults(func=_server)
+
+    agent = sub.add_parser("agent", help="join this machine to a cluster as a node")
+    agent.add_argument("--server", required=True, help="API server URL, e.g. https://host:6443")
+    agent.add_argument("--token", help="the cluster's node token")
+    agent.add_argument("--token-file", help="read the node token from this file")
+    agent.add_argument("--ca-file", help="the cluster CA (DATA_DIR/pki/ca.crt on the server)")
+    agent.add_argument("--node-name", help="node name (default: the host name)")
+    agent.add_argument("--runtime", default="simulated", choices=["simulated", "oci"],
+                       help="container runtime driver")
+    agent.add_argument("--simulated-nodes", type=int, default=1, metavar="N",
+                       help="with --runtime simulated: run N nodes named NODE-NAME-0…")
+    agent.set_defaults(func=_agent)
     return parser
 
 
