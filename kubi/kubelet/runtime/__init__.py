@@ -1,0 +1,43 @@
+"""The node agent's container runtime layer: a CRI-shaped interface and its runc driver."""
+
+from kubi.kubelet.runtime.interface import (
+    ContainerConfig,
+    ContainerState,
+    ContainerStatus,
+    DNSConfig,
+    ExecResult,
+    InvalidArgumentError,
+    Mount,
+    MountPropagation,
+    NotFoundError,
+    PodSandboxConfig,
+    PodSandboxStatus,
+    PortMapping,
+    Resources,
+    RuntimeService,
+    RuntimeServiceError,
+    SandboxState,
+    Security,
+    StreamSession,
+)
+
+__all__ = [
+    "ContainerConfig",
+    "ContainerState",
+    "ContainerStatus",
+    "DNSConfig",
+    "ExecResult",
+    "InvalidArgumentError",
+    "Mount",
+    "MountPropagation",
+    "NotFoundError",
+    "PodSandboxConfig",
+    "PodSandboxStatus",
+    "PortMapping",
+    "Resources",
+    "RuntimeService",
+    "RuntimeServiceError",
+    "SandboxState",
+    "Security",
+    "StreamSession",
+]
