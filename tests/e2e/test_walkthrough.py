@@ -161,3 +161,31 @@ def test_rollout_commands(sim: Cluster) -> None:
     bad = sim.kubectl("rollout", "undo", "deployment", "web", "--to-revision=42", check=False)
     assert bad.returncode != 0 and "42" in bad.stderr
     sim.kubectl("delete", "deployment", "web")
+
+
+def test_jobs_cronjobs_and_daemonsets(sim: Cluster) -> None:
+    sim.kubectl("create", "cronjob", "tick", "--image=busybox", "--schedule=*/5 * * * *",
+                "--", "true")
+    sim.kubectl("create", "job", "manual", "--from=cronjob/tick")
+    wait_for(lambda: json.loads(sim.kubectl("get", "job", "manual", "-o", "json").stdout)[
+        "status"].get("succeeded") == 1)
+    job = json.loads(sim.kubectl("get", "job", "manual", "-o", "json").stdout)
+    assert job["metadata"]["ownerReferences"][0]["name"] == "tick"
+    row = sim.kubectl("get", "job", "manual").stdout.splitlines()[1].split()
+    assert row[:3] == ["manual", "Complete", "1/1"]
+    sim.kubectl("create", "-f", "-", input="""
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec: {containers: [{name: a, image: busybox}]}
+""")
+    wait_for(lambda: len(running(sim, "-l", "app=agent")) == 2)
+    nodes = {p["spec"]["nodeName"] for p in running(sim, "-l", "app=agent")}
+    assert len(nodes) == 2
+    sim.kubectl("delete", "daemonset", "agent")
+    sim.kubectl("delete", "cronjob", "tick")
+    wait_for(lambda: not pods(sim, "-l", "app=agent"))
