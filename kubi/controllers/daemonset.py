@@ -21,6 +21,7 @@ from typing import Any
 
 from kubi.api import meta as m
 from kubi.api.errors import StatusError
+from kubi.api.taints import tolerates
 from kubi.client.events import NORMAL, WARNING
 from kubi.client.informer import key_of
 from kubi.controllers._history import (
@@ -83,20 +84,6 @@ NETWORK_UNAVAILABLE_TOLERATION: Obj = {
 
 
 # -- scheduling predicates ----------------------------------------------------------------
-
-
-def tolerates(toleration: Obj, taint: Obj) -> bool:
-    """v1 Toleration.ToleratesTaint."""
-    effect = toleration.get("effect") or ""
-    if effect and effect != taint.get("effect"):
-        return False
-    key = toleration.get("key") or ""
-    if key and key != taint.get("key"):
-        return False
-    operator = toleration.get("operator") or "Equal"
-    if operator == "Exists":
-        return True
-    return operator == "Equal" and (toleration.get("value") or "") == (taint.get("value") or "")
 
 
 def untolerated_taints(taints: Iterable[Obj], tolerations: list[Obj],

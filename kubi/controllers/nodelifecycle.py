@@ -24,6 +24,7 @@ from typing import Any
 
 from kubi.api import meta as m
 from kubi.api.errors import StatusError
+from kubi.api.taints import tolerates
 from kubi.client.events import NORMAL, WARNING, EventRecorder
 from kubi.client.informer import key_of, split_key
 from kubi.controllers.base import Controller, ControllerContext
@@ -74,21 +75,6 @@ def get_condition(node: Obj, condition_type: str) -> Obj | None:
 def ready_status(node: Obj) -> str:
     condition = get_condition(node, "Ready")
     return str(condition.get("status")) if condition else "Unknown"
-
-
-def tolerates(toleration: Obj, taint: Obj) -> bool:
-    """Upstream's Toleration.ToleratesTaint."""
-    effect = toleration.get("effect") or ""
-    if effect and effect != taint.get("effect"):
-        return False
-    key = toleration.get("key") or ""
-    if key and key != taint.get("key"):
-        return False
-    operator = toleration.get("operator") or "Equal"
-    if operator == "Exists":
-        return True
-    return operator == "Equal" and bool(key) and \
-        (toleration.get("value") or "") == (taint.get("value") or "")
 
 
 def matching_tolerations(taints: list[Obj], tolerations: list[Obj]) -> tuple[bool, list[Obj]]:

@@ -363,26 +363,6 @@ def required_node_matcher(spec: Obj) -> Callable[[NodeInfo], bool] | None:
 
 # -- taints and tolerations --------------------------------------------------------------
 
-def tolerates(toleration: Obj, taint: Obj) -> bool:
-    """v1.Toleration.ToleratesTaint."""
-    effect = toleration.get("effect") or ""
-    if effect and effect != taint.get("effect"):
-        return False
-    key = toleration.get("key") or ""
-    if key and key != taint.get("key"):
-        return False
-    operator = toleration.get("operator") or "Equal"
-    if operator == "Exists":
-        return True
-    if operator == "Equal":
-        return (toleration.get("value") or "") == (taint.get("value") or "")
-    return False
-
-
-def tolerated(tolerations: list[Obj], taint: Obj) -> bool:
-    return any(tolerates(t, taint) for t in tolerations)
-
-
 # -- pod affinity terms -------------------------------------------------------------------
 
 class AffinityTerm:

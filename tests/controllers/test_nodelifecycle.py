@@ -207,7 +207,9 @@ def test_toleration_matching_and_zone_states() -> None:
     assert tolerates({"key": "k", "value": "v"}, valued)
     assert not tolerates({"key": "k", "value": "w"}, valued)
     # Equal needs a key: an empty key with Equal tolerates nothing.
-    assert not tolerates({"operator": "Equal", "value": "v"}, valued)
+    # As upstream's ToleratesTaint: an empty key matches every key (validation forbids
+    # an empty key with Equal, so stored pods never carry this toleration).
+    assert tolerates({"operator": "Equal", "value": "v"}, valued)
     ok, used = matching_tolerations([taint, valued], [
         {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60},
         {"key": "k", "value": "v", "tolerationSeconds": 5}])

@@ -3,6 +3,7 @@ the node.kubernetes.io/unschedulable:NoSchedule taint."""
 
 from __future__ import annotations
 
+from kubi.api.taints import tolerated
 from kubi.scheduler.framework import (
     NODE_ADD,
     NODE_TAINT,
@@ -12,7 +13,6 @@ from kubi.scheduler.framework import (
     Plugin,
     PodInfo,
     Status,
-    tolerated,
     unresolvable,
 )
 

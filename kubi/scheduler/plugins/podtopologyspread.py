@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kubi.api.taints import tolerated
 from kubi.scheduler.framework import (
     ASSIGNED_POD_ADD,
     ASSIGNED_POD_DELETE,
@@ -30,7 +31,6 @@ from kubi.scheduler.framework import (
     Status,
     compile_selector,
     required_node_matcher,
-    tolerated,
     unresolvable,
     unschedulable,
 )

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from kubi.api.taints import tolerated
 from kubi.scheduler.framework import (
     NODE_ADD,
     NODE_CONDITION,
@@ -20,7 +21,6 @@ from kubi.scheduler.framework import (
     ScoreSpec,
     Status,
     default_normalize,
-    tolerated,
     unresolvable,
 )
 
