@@ -13,7 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from kubi.api import errors
-from kubi.apiserver import certs
+from kubi.apiserver import certs, proxy
 from kubi.apiserver.app import APIServer
 from kubi.apiserver.store import WriteOptions
 from kubi.apiserver.tokens import TokenAuthority
@@ -96,7 +96,7 @@ class Server:
             certs.write_kubeconfig(path, creds, config.url)
         uv_config = uvicorn.Config(
             self.api, host=config.bind, port=config.port, loop="none", http="httptools",
-            ws="websockets-sansio", lifespan="off", log_level="warning", access_log=False,
+            ws=proxy.WebSocketProtocol, lifespan="off", log_level="warning", access_log=False,
             ssl_certfile=str(creds.server_cert), ssl_keyfile=str(creds.server_key),
             ssl_ca_certs=str(creds.ca_cert), ssl_cert_reqs=ssl.CERT_NONE,
             timeout_keep_alive=120, ws_ping_interval=None, date_header=False,

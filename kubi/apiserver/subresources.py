@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 from kubi.api import errors
 from kubi.api import meta as m
-from kubi.apiserver.http import Receive, Request, Response, Scope, Send, object_response
+from kubi.apiserver.http import (
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    StreamResponse,
+    object_response,
+)
 from kubi.apiserver.store import DeleteOptions
 
 if TYPE_CHECKING:
@@ -19,7 +27,7 @@ STREAMING = ("log", "exec", "attach", "portforward", "proxy")
 
 
 async def handle(server: APIServer, request: Request, target: Target,
-                 verb: str) -> Response:
+                 verb: str) -> Response | StreamResponse:
     sub = target.subresource
     if sub == "status" or sub == "ephemeralcontainers":
         return await _status(server, request, target, verb)
@@ -34,7 +42,7 @@ async def handle(server: APIServer, request: Request, target: Target,
     if sub == "finalize":
         return await _finalize(server, request, target)
     if sub in STREAMING:
-        return await _streaming(server, target)
+        return await _streaming(server, request, target)
     raise errors.method_not_allowed()
 
 
@@ -217,15 +225,14 @@ async def _finalize(server: APIServer, request: Request, target: Target) -> Resp
     return server.respond(request, target, saved, 200, opts.warnings)
 
 
-async def _streaming(server: APIServer, target: Target) -> Response:
-    """Logs, exec, attach and port-forward are served by the node agent."""
-    if target.info.kind == "Pod":
-        pod = await server.store(target.info).get(target.namespace, target.name)
-        if not (pod.get("spec") or {}).get("nodeName"):
-            raise errors.bad_request(f"pod {target.name} does not have a host assigned")
-    raise errors.StatusError(503, "ServiceUnavailable",
-                             f"no node agent is connected to serve {target.subresource} "
-                             f"for {target.info.plural} {target.name}")
+async def _streaming(server: APIServer, request: Request,
+                     target: Target) -> Response | StreamResponse:
+    """Logs, exec, attach and port-forward are served by the node agent (proxy.py)."""
+    from kubi.apiserver import proxy
+
+    if target.info.kind == "Pod" and target.subresource == "log":
+        return await proxy.stream_logs(server, request, target)
+    return await proxy.refuse_plain_upgrade(server, request, target)
 
 
 async def review(server: APIServer, request: Request, target: Target) -> Response:
@@ -259,8 +266,7 @@ async def review(server: APIServer, request: Request, target: Target) -> Respons
 
 
 async def websocket(server: APIServer, scope: Scope, receive: Receive, send: Send) -> None:
-    """exec/attach/portforward over WebSocket: served by the node agent (later step)."""
-    message = await receive()
-    if message["type"] != "websocket.connect":
-        return
-    await send({"type": "websocket.close", "code": 1011})
+    """exec/attach/portforward over WebSocket: relayed to the pod's node agent."""
+    from kubi.apiserver import proxy
+
+    await proxy.relay_websocket(server, scope, receive, send)

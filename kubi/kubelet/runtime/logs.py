@@ -100,7 +100,7 @@ def _tail_offset(handle: os.PathLike[str] | str, lines: int) -> int:
                 if index < 0:
                     break
                 found += 1
-                if found > lines:
+                if found >= lines:
                     return position + index + 1
         return 0
 

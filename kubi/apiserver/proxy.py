@@ -1,0 +1,408 @@
+"""Streams the API server relays to the node agent: pod logs, exec, attach, port-forward.
+
+The pod names its node; the node names its agent's endpoint: the annotation
+`kubi.dev/kubelet-url` the agent writes (e.g. https://127.0.0.1:10250) or, as upstream,
+status.addresses (InternalIP, then Hostname, then ExternalIP) with
+status.daemonEndpoints.kubeletEndpoint.Port. The agent's certificate is not verified
+(upstream's default without --kubelet-certificate-authority); the API server
+authenticates to it with its own token (`APIServer.kubelet_token` when set, else the
+admin token the agents are given).
+
+Logs are a streamed text/plain answer. exec/attach/portforward arrive as WebSocket
+upgrades (v5.channel.k8s.io, SPDY/3.1+portforward.k8s.io): the API server opens a
+WebSocket to the agent with the protocols the client offered and relays messages both
+ways without looking into them. A SPDY upgrade (POST, kubectl's fallback) cannot take
+over the connection under ASGI and is answered 400 after the same checks, so kubectl
+prints the real reason when there is one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
+
+import httpx
+import orjson
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.datastructures import Headers
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
+
+from kubi.api import errors
+from kubi.apiserver.http import (
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    StreamResponse,
+)
+from kubi.apiserver.tokens import ANONYMOUS
+
+if TYPE_CHECKING:
+    from kubi.apiserver.app import APIServer, Target
+
+log = logging.getLogger("kubi.apiserver.proxy")
+
+Obj = dict[str, Any]
+
+KUBELET_URL_ANNOTATION = "kubi.dev/kubelet-url"
+DEFAULT_KUBELET_PORT = 10250
+CONNECT_TIMEOUT = 10.0
+UPGRADE_SUBRESOURCES = ("exec", "attach", "portforward")
+# The agent hop carries the client's subprotocols in a header of ours: Python WebSocket
+# clients refuse `SPDY/3.1+portforward.k8s.io` (not an RFC 6455 token) as a subprotocol.
+STREAM_PROTOCOLS_HEADER = "X-Kubi-Stream-Protocols"
+STREAM_PROTOCOL_HEADER = "X-Kubi-Stream-Protocol"
+
+
+class _LenientHandshake(ServerProtocol):
+    """kubectl offers `SPDY/3.1+portforward.k8s.io`, which is not an RFC 6455 token:
+    websockets refuses the handshake (400) before the application sees it. The
+    application picks the subprotocol from the scope and uvicorn answers it."""
+
+    def process_subprotocol(self, headers: Headers) -> Subprotocol | None:
+        return None
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol with a lenient subprotocol check; pass it as
+    `uvicorn.Config(ws=WebSocketProtocol)`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn = _LenientHandshake(extensions=self.conn.available_extensions,
+                                      max_size=self.conn.max_message_size,
+                                      logger=self.conn.logger)
+
+
+# -- where ------------------------------------------------------------------------------------
+
+
+def kubelet_url(node: Obj) -> str:
+    """Base URL of a node's agent API."""
+    annotations = (node.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(KUBELET_URL_ANNOTATION):
+        return str(annotations[KUBELET_URL_ANNOTATION]).rstrip("/")
+    status = node.get("status") or {}
+    addresses = status.get("addresses") or []
+    port = (((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {})
+            .get("Port") or DEFAULT_KUBELET_PORT)
+    for kind in ("InternalIP", "Hostname", "ExternalIP"):
+        for address in addresses:
+            if address.get("type") == kind and address.get("address"):
+                host = str(address["address"])
+                return f"https://{f'[{host}]' if ':' in host else host}:{port}"
+    raise errors.internal(f"Internal error occurred: no preferred addresses found; known "
+                          f"addresses: {addresses}")
+
+
+def _kubelet_token(server: APIServer) -> str:
+    return getattr(server, "kubelet_token", None) or server.tokens.admin_token
+
+
+def _insecure_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _container_names(pod: Obj) -> list[str]:
+    spec = pod.get("spec") or {}
+    return [c.get("name", "") for key in ("initContainers", "containers", "ephemeralContainers")
+            for c in spec.get(key) or []]
+
+
+def validate_container(pod: Obj, container: str) -> str:
+    """The container a request means, as upstream's validateContainer."""
+    name = pod["metadata"]["name"]
+    containers = (pod.get("spec") or {}).get("containers") or []
+    if not container:
+        if len(containers) == 1:
+            return str(containers[0].get("name", ""))
+        if not containers:
+            raise errors.bad_request(f"a container name must be specified for pod {name}")
+        raise errors.bad_request(f"a container name must be specified for pod {name}, "
+                                 f"choose one of: [{' '.join(_container_names(pod))}]")
+    if container not in _container_names(pod):
+        raise errors.bad_request(f"container {container} is not valid for pod {name}")
+    return container
+
+
+def _container_status(pod: Obj, container: str) -> Obj | None:
+    status = pod.get("status") or {}
+    for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"):
+        for entry in status.get(key) or []:
+            if entry.get("name") == container:
+                return dict(entry)
+    return None
+
+
+async def _node_url(server: APIServer, pod: Obj) -> str:
+    node_name = str((pod.get("spec") or {}).get("nodeName") or "")
+    node = await server.store_for("", "nodes").get("", node_name)
+    return kubelet_url(node)
+
+
+def _kubelet_error(code: int, text: str) -> errors.StatusError:
+    """The agent's plain-text error as the Status upstream's proxy makes of it."""
+    text = text.strip()
+    if code == 400:
+        return errors.bad_request(text)
+    if code == 404:
+        return errors.StatusError(404, "NotFound", text)
+    if code in (401, 403):
+        return errors.internal(f"Internal error occurred: the node agent refused the API "
+                               f"server ({code}): {text}")
+    return errors.StatusError(code if code >= 500 else 500, "InternalError",
+                              f'an error on the server ("{text}") has prevented the request '
+                              "from succeeding")
+
+
+# -- logs -------------------------------------------------------------------------------------
+
+
+def _log_query(request: Request, name: str) -> dict[str, str]:
+    causes: list[errors.Cause] = []
+    query: dict[str, str] = {}
+    for flag in ("follow", "previous", "timestamps"):
+        if request.flag(flag):
+            query[flag] = "true"
+    tail, since, limit = (request.int_param("tailLines"), request.int_param("sinceSeconds"),
+                          request.int_param("limitBytes"))
+    since_time = request.param("sinceTime")
+    if tail is not None:
+        if tail < 0:
+            causes.append(errors.invalid("tailLines", tail, "must be greater than or equal to 0"))
+        query["tailLines"] = str(tail)
+    if limit is not None:
+        if limit < 1:
+            causes.append(errors.invalid("limitBytes", limit, "must be greater than 0"))
+        query["limitBytes"] = str(limit)
+    if since is not None and since_time:
+        causes.append(errors.forbidden("", "at most one of `sinceTime` or `sinceSeconds` "
+                                           "may be specified"))
+    elif since is not None:
+        if since < 1:
+            causes.append(errors.invalid("sinceSeconds", since, "must be greater than 0"))
+        query["sinceSeconds"] = str(since)
+    elif since_time:
+        query["sinceTime"] = since_time
+    if causes:
+        raise errors.invalid_object("", "PodLogOptions", name, causes)
+    return query
+
+
+async def stream_logs(server: APIServer, request: Request,
+                      target: Target) -> Response | StreamResponse:
+    pod = await server.store(target.info).get(target.namespace, target.name)
+    container = validate_container(pod, request.param("container"))
+    query = _log_query(request, target.name)
+    if not (pod.get("spec") or {}).get("nodeName"):
+        return Response(200, b"", "text/plain")  # upstream: no location, nothing to read
+    status = _container_status(pod, container)
+    if status and not query.get("previous"):
+        waiting = (status.get("state") or {}).get("waiting")
+        if waiting is not None and not (status.get("lastState") or {}).get("terminated"):
+            reason = waiting.get("reason") or "ContainerCreating"
+            if reason == "ErrImagePull":
+                reason = "image can't be pulled"
+            elif reason == "ImagePullBackOff":
+                reason = "trying and failing to pull image"
+            raise errors.bad_request(f'container "{container}" in pod "{target.name}" is '
+                                     f"waiting to start: {reason}")
+    base = await _node_url(server, pod)
+    url = (f"{base}/containerLogs/{quote(target.namespace)}/{quote(target.name)}/"
+           f"{quote(container)}")
+    client = httpx.AsyncClient(verify=_insecure_context(), timeout=httpx.Timeout(
+        CONNECT_TIMEOUT, read=None))
+    try:
+        upstream = await client.send(client.build_request(
+            "GET", url, params=query,
+            headers={"Authorization": f"Bearer {_kubelet_token(server)}"}), stream=True)
+    except httpx.HTTPError as exc:
+        await client.aclose()
+        raise errors.internal(f"Get \"{url}\": {exc}") from None
+    if upstream.status_code != 200:
+        body = await upstream.aread()
+        await upstream.aclose()
+        await client.aclose()
+        raise _kubelet_error(upstream.status_code, body.decode(errors="replace"))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        source = upstream.aiter_raw()
+        closing = asyncio.ensure_future(server.closing.wait())
+        try:
+            while True:
+                step = asyncio.ensure_future(anext(source))
+                done, _ = await asyncio.wait({step, closing},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if step not in done:
+                    step.cancel()
+                    return
+                try:
+                    yield step.result()
+                except (StopAsyncIteration, httpx.HTTPError):
+                    return
+        finally:
+            closing.cancel()
+            with contextlib.suppress(Exception):
+                await upstream.aclose()
+            await client.aclose()
+
+    return StreamResponse(200, chunks(), "text/plain")
+
+
+# -- exec, attach, port-forward ----------------------------------------------------------------
+
+
+async def _upgrade_target(server: APIServer, target: Target, request: Request) -> str:
+    """Check a streaming request as upstream does and return the agent URL path + query."""
+    if target.info.kind != "Pod" or target.subresource not in UPGRADE_SUBRESOURCES:
+        raise errors.StatusError(503, "ServiceUnavailable",
+                                 f"kubi does not proxy {target.info.plural}/"
+                                 f"{target.subresource} yet")
+    pod = await server.store(target.info).get(target.namespace, target.name)
+    ns, name = quote(target.namespace), quote(target.name)
+    if target.subresource == "portforward":
+        if not (pod.get("spec") or {}).get("nodeName"):
+            raise errors.bad_request(f"pod {target.name} does not have a host assigned")
+        ports = request.query.get("ports") or []
+        return f"/portForward/{ns}/{name}" + (f"?{urlencode({'port': ','.join(ports)})}"
+                                               if ports else "")
+    container = validate_container(pod, request.param("container"))
+    if not (pod.get("spec") or {}).get("nodeName"):
+        raise errors.bad_request(f"pod {target.name} does not have a host assigned")
+    params: list[tuple[str, str]] = [(flag, "1") for flag in ("stdin", "stdout", "stderr", "tty")
+                                     if request.flag(flag)]
+    if target.subresource == "exec":
+        params += [("command", c) for c in request.query.get("command") or []]
+    path = f"/{target.subresource}/{ns}/{name}/{quote(container)}"
+    return f"{path}?{urlencode(params)}" if params else path
+
+
+async def refuse_plain_upgrade(server: APIServer, request: Request, target: Target) -> Response:
+    """exec/attach/portforward without a WebSocket: the checks, then 400."""
+    await _upgrade_target(server, target, request)
+    pod = await server.store(target.info).get(target.namespace, target.name)
+    if target.subresource != "portforward":
+        container = validate_container(pod, request.param("container"))
+        status = _container_status(pod, container)
+        if status is not None and not (status.get("state") or {}).get("running"):
+            raise errors.bad_request(f'container not found ("{container}")')
+    raise errors.bad_request(
+        f"Upgrade request required: kubi serves {target.subresource} over WebSocket only "
+        "(its SPDY upgrade is not supported); kubectl 1.30+ uses WebSocket unless "
+        "KUBECTL_REMOTE_COMMAND_WEBSOCKETS / KUBECTL_PORT_FORWARD_WEBSOCKETS is false")
+
+
+async def _deny(send: Send, err: errors.StatusError) -> None:
+    body = orjson.dumps(err.to_status())
+    await send({"type": "websocket.http.response.start", "status": err.code, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
+async def relay_websocket(server: APIServer, scope: Scope, receive: Receive,
+                          send: Send) -> None:
+    """Accept the client's WebSocket only once the agent accepted ours, then relay."""
+    from websockets.asyncio.client import ClientConnection, connect
+    from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    request = Request.from_scope(scope, receive)
+    offered = [p.strip() for p in request.headers.get("sec-websocket-protocol", "").split(",")
+               if p.strip()]
+    upstream: ClientConnection | None = None
+    try:
+        user = server.authenticate(request)
+        if user is ANONYMOUS:
+            raise errors.forbidden_request(
+                f'forbidden: User "system:anonymous" cannot get path "{request.path}"')
+        request.user, request.groups = user.name, user.groups
+        parts = request.path.strip("/").split("/")
+        if len(parts) < 3 or parts[0] not in ("api", "apis"):
+            raise errors.StatusError(404, "NotFound",
+                                     "the server could not find the requested resource")
+        group, version, rest = (("", parts[1], parts[2:]) if parts[0] == "api"
+                                else (parts[1], parts[2], parts[3:]))
+        target = server._target(group, version, rest)
+        if not target.subresource:
+            raise errors.bad_request(f"{target.info.plural} do not stream over WebSocket")
+        path = await _upgrade_target(server, target, request)
+        pod = await server.store(target.info).get(target.namespace, target.name)
+        url = (await _node_url(server, pod)).replace("https://", "wss://", 1).replace(
+            "http://", "ws://", 1) + path
+        try:
+            upstream = await connect(
+                url, ssl=_insecure_context() if url.startswith("wss:") else None,
+                additional_headers={"Authorization": f"Bearer {_kubelet_token(server)}",
+                                    STREAM_PROTOCOLS_HEADER: ", ".join(offered)},
+                max_size=None, ping_interval=None, compression=None,
+                open_timeout=CONNECT_TIMEOUT)
+        except InvalidStatus as exc:
+            raise _kubelet_error(exc.response.status_code,
+                                 exc.response.body.decode(errors="replace")
+                                 if exc.response.body else "") from None
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            raise errors.internal(f"error dialing backend: {exc}") from None
+    except errors.StatusError as err:
+        await _deny(send, err)
+        return
+    except Exception as exc:  # an unexpected bug still answers, as the HTTP path does
+        log.exception("websocket %s failed", request.path)
+        await _deny(send, errors.internal(f"Internal error occurred: {exc}"))
+        return
+
+    chosen = (upstream.response.headers.get(STREAM_PROTOCOL_HEADER) if upstream.response
+              else None)
+    await send({"type": "websocket.accept", "subprotocol": chosen or None})
+    close_code = 1000
+
+    async def client_to_agent() -> None:
+        while True:
+            event = await receive()
+            if event["type"] == "websocket.disconnect":
+                return
+            if event["type"] == "websocket.receive":
+                data = event.get("bytes")
+                await upstream.send(data if data is not None else event.get("text") or "")
+
+    async def agent_to_client() -> None:
+        nonlocal close_code
+        try:
+            async for data in upstream:
+                if isinstance(data, str):
+                    await send({"type": "websocket.send", "text": data})
+                else:
+                    await send({"type": "websocket.send", "bytes": data})
+        except ConnectionClosed:
+            pass
+        close_code = upstream.close_code or 1000
+
+    tasks = [asyncio.ensure_future(client_to_agent()), asyncio.ensure_future(agent_to_client()),
+             asyncio.ensure_future(server.closing.wait())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if tasks[0] not in done:  # the agent (or the server) ended it: tell the client
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.close",
+                            "code": close_code if close_code in (1000, 1001, 1011) else 1000})
+    except (ConnectionClosed, OSError):
+        pass
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await upstream.close()
