@@ -63,6 +63,27 @@ def _agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def _images(args: argparse.Namespace) -> int:
+    from kubi.kubelet.images import cli as images
+
+    data_dir = Path(args.data_dir)
+    try:
+        if args.images_command == "import":
+            for path in args.archives:
+                for name in images.import_archive(data_dir, path):
+                    print(f"imported {name}")
+        elif args.images_command == "ls":
+            print(images.format_images(images.list_images(data_dir)), end="")
+        else:
+            for ref in args.refs:
+                for name in images.remove_image(data_dir, ref):
+                    print(f"deleted {name}")
+    except (OSError, ValueError, LookupError) as err:
+        print(f"kubi images {args.images_command}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubi", description="A Kubernetes you can pip install.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--simulated-nodes", type=int, default=1, metavar="N",
                        help="with --runtime simulated: run N nodes named NODE-NAME-0…")
     agent.set_defaults(func=_agent)
+
+    images = sub.add_parser("images", help="the node's image store: import, list, remove")
+    images.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
+                        help="the node's data dir (default: %(default)s)")
+    image_sub = images.add_subparsers(dest="images_command", required=True)
+    image_import = image_sub.add_parser("import", help="import docker save / OCI archives")
+    image_import.add_argument("archives", nargs="+", metavar="FILE")
+    image_sub.add_parser("ls", help="list images")
+    image_rm = image_sub.add_parser("rm", help="remove images by name or id")
+    image_rm.add_argument("refs", nargs="+", metavar="IMAGE")
+    images.set_defaults(func=_images)
     return parser
 
 
