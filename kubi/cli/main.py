@@ -29,10 +29,15 @@ def _server(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency, but stay runnable
         pass
+    if args.registries and not Path(args.registries).is_file():
+        print(f"kubi server: --registries {args.registries}: no such file", file=sys.stderr)
+        return 2
     components = server.Components(
         controller_manager=not args.disable_controller_manager,
         scheduler=not args.disable_scheduler, simulated_nodes=args.simulated_nodes,
-        disabled_controllers=set(filter(None, args.disable_controllers.split(","))))
+        disabled_controllers=set(filter(None, args.disable_controllers.split(","))),
+        watch_images=args.watch_images,
+        registries=Path(args.registries) if args.registries else None)
     try:
         asyncio.run(server.run(config, components))
     except OSError as exc:
@@ -105,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not run the scheduler in this process")
     server.add_argument("--disable-controllers", default="", metavar="NAMES",
                         help="comma-separated controllers not to run (e.g. garbagecollector)")
+    server.add_argument("--watch-images", action="store_true",
+                        help="restart every workload whose Always-pulled image tag moves "
+                             "(without it, only workloads annotated kubi.dev/watch-images)")
+    server.add_argument("--registries", metavar="FILE",
+                        help="registry mirrors and credentials (k3s registries.yaml format)")
     server.add_argument("--simulated-nodes", type=int, default=0, metavar="N",
                         help="register N simulated nodes that run pods without containers")
     server.set_defaults(func=_server)

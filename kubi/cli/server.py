@@ -12,6 +12,7 @@ import importlib
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kubi.apiserver.server import Server, ServerConfig, wait_for_signal
@@ -27,6 +28,8 @@ class Components:
     controller_manager: bool = True
     scheduler: bool = True
     simulated_nodes: int = 0
+    watch_images: bool = False
+    registries: Path | None = None
     disabled_controllers: set[str] = field(default_factory=set)
     controller_options: ControllerOptions = field(default_factory=ControllerOptions)
 
@@ -48,12 +51,22 @@ def component_tasks(client: Client, components: Components) -> list[Coroutine[An
         run_scheduler = _optional("kubi.scheduler.scheduler", "run_with_leader_election")
         if run_scheduler is not None:
             tasks.append(run_scheduler(client))
+    tasks.append(_image_watcher(client, components))
     if components.simulated_nodes:
         run_nodes = _optional("kubi.kubelet.simulated", "run_simulated_nodes")
         if run_nodes is None:
             raise SystemExit("simulated nodes are not available in this build")
         tasks.append(run_nodes(client, components.simulated_nodes))
     return tasks
+
+
+async def _image_watcher(client: Client, components: Components) -> None:
+    """Image updates redeploy opted-in workloads (all of them with --watch-images)."""
+    from kubi.kubelet.freshpod import ImageWatcher
+    from kubi.kubelet.images.registries import load_registries
+
+    registries = load_registries(components.registries)
+    await ImageWatcher(client, registries, watch_all=components.watch_images).run()
 
 
 async def run(config: ServerConfig, components: Components) -> None:
