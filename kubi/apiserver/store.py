@@ -538,6 +538,9 @@ def _same(a: Obj, b: Obj) -> bool:
 
 
 def _finalized(obj: Obj) -> bool:
+    """An update completes a pending delete once nothing holds it (upstream's
+    shouldDeleteDuringUpdate): no finalizers left and no grace period still running."""
     meta = obj["metadata"]
-    return "deletionTimestamp" in meta and not meta.get("finalizers") and not (
-        obj.get("kind") == "Namespace" and (obj.get("spec") or {}).get("finalizers"))
+    return ("deletionTimestamp" in meta and not meta.get("finalizers")
+            and int(meta.get("deletionGracePeriodSeconds") or 0) == 0 and not (
+                obj.get("kind") == "Namespace" and (obj.get("spec") or {}).get("finalizers")))
