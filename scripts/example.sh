@@ -5,7 +5,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 data=${KUBI_DATA_DIR:-$PWD/.kubi-example}
 port=${KUBI_PORT:-6443}
-.venv/bin/kubi server --data-dir "$data" --port "$port" > "$data.log" 2>&1 &
+# Simulated nodes: the book's images live on Docker Hub, which this example does not need.
+.venv/bin/kubi server --data-dir "$data" --port "$port" --disable-agent --simulated-nodes 2 \
+  > "$data.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
 export KUBECONFIG=$data/kubeconfig.yaml
@@ -17,7 +19,9 @@ manifests=${SEED_MANIFESTS:-../shared/seed/manifests}
 set -x
 kubectl get namespace
 kubectl apply -f "$manifests/simple-deployment.yml" --record
+kubectl rollout status deployment echo --timeout=60s
 kubectl get pod,replicaset,deployment --selector app=echo
+kubectl rollout history deployment echo
 kubectl apply -f "$manifests/simple-service.yml"
 kubectl get svc echo
 kubectl delete -f "$manifests/simple-service.yml" -f "$manifests/simple-deployment.yml"

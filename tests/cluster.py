@@ -78,14 +78,18 @@ class Cluster:
         return self.process.returncode
 
 
-def start_cluster(data_dir: Path, *extra: str, port: int | None = None) -> Cluster:
+def start_cluster(data_dir: Path, *extra: str, port: int | None = None,
+                  agent_netns: str | None = None) -> Cluster:
+    """A `kubi server`; its node agent (real containers) runs only with `agent_netns`, a
+    network namespace the test made, so pod networking never touches the host's."""
     port = port or free_port()
+    agent = ["--agent-netns", agent_netns] if agent_netns else ["--disable-agent"]
     home = data_dir / "home"
     home.mkdir(parents=True, exist_ok=True)
     log = open(data_dir / "server.log", "ab")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(
         [sys.executable, "-m", "kubi.cli.main", "server", "--data-dir", str(data_dir),
-         "--port", str(port), *extra],
+         "--port", str(port), *agent, *extra],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     cluster = Cluster(data_dir, port, process, home)
     deadline = time.monotonic() + 60

@@ -11,6 +11,10 @@ import orjson
 
 Obj = dict[str, Any]
 
+# Where a node's agent serves its API (logs, exec, port-forward): written by the agent,
+# read by the API server's proxy.
+KUBELET_URL_ANNOTATION = "kubi.dev/kubelet-url"
+
 # generateName suffix alphabet: upstream leaves out vowels and look-alikes.
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 

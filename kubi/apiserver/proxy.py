@@ -34,6 +34,7 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from kubi.api import errors
+from kubi.api import meta as m
 from kubi.apiserver.http import (
     Receive,
     Request,
@@ -51,7 +52,7 @@ log = logging.getLogger("kubi.apiserver.proxy")
 
 Obj = dict[str, Any]
 
-KUBELET_URL_ANNOTATION = "kubi.dev/kubelet-url"
+KUBELET_URL_ANNOTATION = m.KUBELET_URL_ANNOTATION
 DEFAULT_KUBELET_PORT = 10250
 CONNECT_TIMEOUT = 10.0
 UPGRADE_SUBRESOURCES = ("exec", "attach", "portforward")

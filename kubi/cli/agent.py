@@ -12,13 +12,20 @@ from kubi.client.transport import HTTPTransport
 
 
 async def run(server: str, token: str, ca_file: Path | None, runtime: str, node_name: str,
-              simulated_nodes: int) -> None:
+              simulated_nodes: int, data_dir: Path, registries: Path | None,
+              netns: str | None) -> None:
     from kubi.kubelet import simulated
 
     client = Client(HTTPTransport(server, token, str(ca_file) if ca_file else None))
     try:
         await client.get("namespaces", "kube-node-lease")  # fail fast on a wrong URL or token
-        if simulated_nodes > 1:
+        if runtime == "oci":
+            from kubi.kubelet.agent import AgentConfig, run_agent
+
+            await run_agent(client, AgentConfig(
+                node_name=node_name, data_dir=data_dir, registries_config=registries,
+                node_netns=netns, api_token=token))
+        elif simulated_nodes > 1:
             await simulated.run_simulated_nodes(client, simulated_nodes,
                                                 name_prefix=f"{node_name}-")
         else:
@@ -33,9 +40,8 @@ def default_node_name() -> str:
 
 
 def main(server: str, token: str, ca_file: Path | None, runtime: str, node_name: str,
-         simulated_nodes: int) -> None:
-    if runtime != "simulated":
-        raise SystemExit(f"kubi agent: runtime {runtime!r} is not available in this build "
-                         "(use --runtime simulated)")
+         simulated_nodes: int, data_dir: Path, registries: Path | None,
+         netns: str | None) -> None:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(server, token, ca_file, runtime, node_name, simulated_nodes))
+        asyncio.run(run(server, token, ca_file, runtime, node_name, simulated_nodes, data_dir,
+                        registries, netns))

@@ -23,12 +23,12 @@ def _server(args: argparse.Namespace) -> int:
                           service_cidr=args.service_cidr,
                           compact_interval=args.compact_interval,
                           advertise=args.advertise_address or "")
-    try:
+    if args.disable_agent:
+        # uvloop speeds the API up, but the node agent's container shims hang under it
+        # (their exits are never reported), so only an agent-less server uses it.
         import uvloop
 
         uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is a dependency, but stay runnable
-        pass
     if args.registries and not Path(args.registries).is_file():
         print(f"kubi server: --registries {args.registries}: no such file", file=sys.stderr)
         return 2
@@ -36,7 +36,8 @@ def _server(args: argparse.Namespace) -> int:
         controller_manager=not args.disable_controller_manager,
         scheduler=not args.disable_scheduler, simulated_nodes=args.simulated_nodes,
         disabled_controllers=set(filter(None, args.disable_controllers.split(","))),
-        watch_images=args.watch_images,
+        watch_images=args.watch_images, agent=not args.disable_agent,
+        node_name=args.node_name or "", agent_netns=args.agent_netns,
         registries=Path(args.registries) if args.registries else None)
     try:
         asyncio.run(server.run(config, components))
@@ -58,7 +59,8 @@ def _agent(args: argparse.Namespace) -> int:
     try:
         agent.main(args.server, token, Path(args.ca_file) if args.ca_file else None,
                    args.runtime, args.node_name or agent.default_node_name(),
-                   args.simulated_nodes)
+                   args.simulated_nodes, Path(args.data_dir),
+                   Path(args.registries) if args.registries else None, args.agent_netns)
     except StatusError as err:
         print(f"kubi agent: the server refused: {err.message}", file=sys.stderr)
         return 1
@@ -110,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not run the scheduler in this process")
     server.add_argument("--disable-controllers", default="", metavar="NAMES",
                         help="comma-separated controllers not to run (e.g. garbagecollector)")
+    server.add_argument("--disable-agent", action="store_true",
+                        help="do not run a node agent (real containers) for this machine")
+    server.add_argument("--node-name", help="this machine's node name (default: host name)")
+    server.add_argument("--agent-netns", metavar="NAME",
+                        help="set up pod networking inside this network namespace "
+                             "(sandboxes and tests) instead of the host's")
     server.add_argument("--watch-images", action="store_true",
                         help="restart every workload whose Always-pulled image tag moves "
                              "(without it, only workloads annotated kubi.dev/watch-images)")
@@ -125,8 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--token-file", help="read the node token from this file")
     agent.add_argument("--ca-file", help="the cluster CA (DATA_DIR/pki/ca.crt on the server)")
     agent.add_argument("--node-name", help="node name (default: the host name)")
-    agent.add_argument("--runtime", default="simulated", choices=["simulated", "oci"],
-                       help="container runtime driver")
+    agent.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
+                       help="containers, images and volumes (default: %(default)s)")
+    agent.add_argument("--runtime", default="oci", choices=["oci", "simulated"],
+                       help="container runtime driver (default: oci, i.e. runc)")
+    agent.add_argument("--registries", metavar="FILE",
+                       help="registry mirrors and credentials (k3s registries.yaml format)")
+    agent.add_argument("--agent-netns", metavar="NAME",
+                       help="set up pod networking inside this network namespace")
     agent.add_argument("--simulated-nodes", type=int, default=1, metavar="N",
                        help="with --runtime simulated: run N nodes named NODE-NAME-0…")
     agent.set_defaults(func=_agent)

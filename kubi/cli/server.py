@@ -10,6 +10,9 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
+import shutil
+import socket
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,9 @@ class Components:
     simulated_nodes: int = 0
     watch_images: bool = False
     registries: Path | None = None
+    agent: bool = True
+    node_name: str = ""
+    agent_netns: str | None = None  # pod networking inside this network namespace
     disabled_controllers: set[str] = field(default_factory=set)
     controller_options: ControllerOptions = field(default_factory=ControllerOptions)
 
@@ -69,6 +75,34 @@ async def _image_watcher(client: Client, components: Components) -> None:
     await ImageWatcher(client, registries, watch_all=components.watch_images).run()
 
 
+def agent_problem() -> str:
+    """Why this machine cannot run real containers, or "" when it can."""
+    if os.geteuid() != 0:
+        return "the node agent needs root"
+    missing = [tool for tool in ("runc", "ip", "nft", "nsenter", "unshare")
+               if shutil.which(tool) is None]
+    return f"the node agent needs {', '.join(missing)}" if missing else ""
+
+
+async def _agent(client: Client, config: ServerConfig, components: Components,
+                 token: str) -> None:
+    from kubi.kubelet.agent import AgentConfig, run_agent
+
+    await run_agent(client, AgentConfig(
+        node_name=components.node_name or socket.gethostname().lower(),
+        data_dir=config.data_dir / "agent", registries_config=components.registries,
+        node_netns=components.agent_netns, api_token=token, api_bind="127.0.0.1",
+        api_port=0, api_advertise="127.0.0.1", **_sandboxed(components.agent_netns)))
+
+
+def _sandboxed(netns: str | None) -> dict[str, str]:
+    """In a given node namespace, pod namespaces and cgroups are named after it, so the
+    whole node can be found and removed as one (several such nodes share a machine)."""
+    if not netns:
+        return {}
+    return {"netns_prefix": f"{netns}-p", "cgroup_root": f"/{netns}"}
+
+
 async def run(config: ServerConfig, components: Components) -> None:
     server = Server(config)
     await server.start()
@@ -76,7 +110,17 @@ async def run(config: ServerConfig, components: Components) -> None:
     components.controller_options.extra.setdefault(
         "root_ca_pem", server.credentials.ca_cert.read_text())
     client = Client.in_process(server.api, server.credentials.admin_token)
-    tasks = [asyncio.create_task(t) for t in component_tasks(client, components)]
+    components.controller_options.extra.setdefault("data_dir", str(config.data_dir / "agent"))
+    coroutines = component_tasks(client, components)
+    if components.agent:
+        problem = agent_problem()
+        if problem:
+            log.warning("%s: running without a node (pass --disable-agent to silence this)",
+                        problem)
+        else:
+            coroutines.append(_agent(client, config, components,
+                                     server.credentials.admin_token))
+    tasks = [asyncio.create_task(t) for t in coroutines]
     try:
         await wait_for_signal()
     finally:

@@ -38,6 +38,13 @@ from kubi.kubelet.pods import (
     remove_pod_resources,
 )
 from kubi.kubelet.runtime.interface import RuntimeService
+from kubi.kubelet.server import (
+    KubeletServer,
+    RunningServer,
+    label_resolvers,
+    self_signed_certificate,
+    serve,
+)
 from kubi.kubelet.volumes import VolumeManager
 
 log = logging.getLogger("kubi.kubelet.agent")
@@ -81,6 +88,12 @@ class AgentConfig:
     rootfs_method: str = "auto"  # prepare_rootfs: auto, overlay or copy
     runtime: RuntimeService | None = None  # injected runtime; None: runc under data_dir
     images: ImageStore | None = None  # injected image store; None: one under data_dir
+    # The agent's own API (logs, exec, attach, port-forward), reached by the API server
+    # with `api_token`; none is served when the token is empty.
+    api_token: str = ""
+    api_bind: str = "0.0.0.0"
+    api_port: int = 10250  # 0: any free port (several agents on one machine)
+    api_advertise: str = ""  # host the API server dials; "": node_ip
 
 
 # -- facts about this machine ----------------------------------------------------------
@@ -373,6 +386,7 @@ class Agent:
         for informer in informers:
             informer.start()
         tasks: list[asyncio.Task[None]] = []
+        api = await self._serve_api()
         try:
             await asyncio.gather(*(i.wait_synced() for i in informers))
             await self._housekeeping(ctx)
@@ -392,6 +406,24 @@ class Agent:
                 await informer.stop()
             if self.owned_images and self.images is not None:
                 self.images.close()
+            if api is not None:
+                await api.stop()
+
+    async def _serve_api(self) -> RunningServer | None:
+        """Serve the kubelet API and tell the API server where it is (a Node annotation)."""
+        config = self.config
+        if not config.api_token or self.runtime is None:
+            return None
+        resolve_container, resolve_sandbox = label_resolvers(self.runtime)
+        app = KubeletServer(self.runtime, config.api_token, resolve_container, resolve_sandbox)
+        host = config.api_advertise or config.node_ip or detect_node_ip()
+        cert, key = self_signed_certificate(self.data_dir / "pki", [host, config.node_name])
+        api = await serve(app, config.api_bind, config.api_port, cert, key)
+        url = f"https://{f'[{host}]' if ':' in host else host}:{api.port}"
+        await self.client.patch("nodes", config.node_name, {"metadata": {"annotations": {
+            m.KUBELET_URL_ANNOTATION: url}}})
+        log.info("kubelet API for %s at %s", config.node_name, url)
+        return api
 
 
 async def run_agent(client: Client, config: AgentConfig) -> None:
