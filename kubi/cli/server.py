@@ -88,19 +88,17 @@ async def _agent(client: Client, config: ServerConfig, components: Components,
                  token: str) -> None:
     from kubi.kubelet.agent import AgentConfig, run_agent
 
-    await run_agent(client, AgentConfig(
+    agent = AgentConfig(
         node_name=components.node_name or socket.gethostname().lower(),
         data_dir=config.data_dir / "agent", registries_config=components.registries,
         node_netns=components.agent_netns, api_token=token, api_bind="127.0.0.1",
-        api_port=0, api_advertise="127.0.0.1", **_sandboxed(components.agent_netns)))
-
-
-def _sandboxed(netns: str | None) -> dict[str, str]:
-    """In a given node namespace, pod namespaces and cgroups are named after it, so the
-    whole node can be found and removed as one (several such nodes share a machine)."""
-    if not netns:
-        return {}
-    return {"netns_prefix": f"{netns}-p", "cgroup_root": f"/{netns}"}
+        api_port=0, api_advertise="127.0.0.1")
+    if components.agent_netns:
+        # In a given node namespace, pod namespaces and cgroups are named after it, so the
+        # whole node can be found and removed as one (several may share a machine).
+        agent.netns_prefix = f"{components.agent_netns}-p"
+        agent.cgroup_root = f"/{components.agent_netns}"
+    await run_agent(client, agent)
 
 
 async def run(config: ServerConfig, components: Components) -> None:
