@@ -129,3 +129,88 @@ def test_a_missing_image_backs_off(real: tuple[Cluster, str]) -> None:
                              "involvedObject.name=ghost").stdout
     assert "gihyodocker/does-not-exist:1.0" in events
     cluster.kubectl("delete", "pod", "ghost", "--grace-period=0", "--force")
+
+
+def test_deployment_image_change_replaces_real_pods(real: tuple[Cluster, str], seed_dir: Path,
+                                                    tmp_path: Path) -> None:
+    cluster, _ = real
+    original = (seed_dir / "manifests" / "simple-deployment.yml").read_text()
+    manifest = tmp_path / "simple-deployment.yml"
+    manifest.write_text(original)
+    cluster.kubectl("apply", "-f", str(manifest), "--record")
+    cluster.kubectl("rollout", "status", "deployment", "echo", "--timeout=180s")
+    manifest.write_text(original.replace("gihyodocker/echo:latest", "gihyodocker/echo:patched"))
+    cluster.kubectl("apply", "-f", str(manifest), "--record")
+    cluster.kubectl("rollout", "status", "deployment", "echo", "--timeout=180s")
+    pods = json.loads(cluster.kubectl("get", "pod", "-l", "app=echo", "-o", "json").stdout)
+    live = [p for p in pods["items"] if "deletionTimestamp" not in p["metadata"]]
+    assert len(live) == 3
+    for p in live:
+        images = {c["image"] for c in p["status"]["containerStatuses"]}
+        assert "gihyodocker/echo:patched" in images or "docker.io/gihyodocker/echo:patched" \
+            in images
+    history = cluster.kubectl("rollout", "history", "deployment", "echo").stdout
+    assert [r.split()[0] for r in history.splitlines() if r[:1].isdigit()] == ["1", "2"]
+    cluster.kubectl("delete", "-f", str(manifest))
+
+
+def test_debug_pod_with_run_i_rm(real: tuple[Cluster, str]) -> None:
+    cluster, _ = real
+    result = cluster.kubectl("run", "-i", "--rm", "debug",
+                             "--image=gihyodocker/fundamental:0.1.0", "--restart=Never", "--",
+                             "bash", "-c", "read line; echo got-$line; curl --version | head -1",
+                             input="hello\n", timeout=180)
+    assert "got-hello" in result.stdout
+    assert "curl" in result.stdout
+    assert pod(cluster, "debug") == {}  # --rm removed it
+
+
+def test_job_runs_a_real_container_to_completion(real: tuple[Cluster, str]) -> None:
+    cluster, _ = real
+    cluster.kubectl("create", "job", "once", "--image=busybox", "--", "sh", "-c", "echo done")
+    cluster.kubectl("wait", "--for=condition=complete", "job/once", "--timeout=180s")
+    assert "done" in cluster.kubectl("logs", "job/once").stdout
+    cluster.kubectl("delete", "job", "once")
+
+
+def test_statefulset_keeps_its_volume_across_pod_deletion(real: tuple[Cluster, str]) -> None:
+    cluster, _ = real
+    cluster.kubectl("apply", "-f", "-", input="""
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: store}
+spec:
+  serviceName: store
+  replicas: 1
+  selector: {matchLabels: {app: store}}
+  template:
+    metadata: {labels: {app: store}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: busybox
+        command: [sh, -c, "cat /data/note 2>/dev/null; echo kept > /data/note; sleep 3600"]
+        volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 10Mi}}
+""")
+    cluster.kubectl("rollout", "status", "statefulset", "store", "--timeout=180s")
+    claim = json.loads(cluster.kubectl("get", "pvc", "data-store-0", "-o", "json").stdout)
+    assert claim["status"]["phase"] == "Bound"
+    assert claim["spec"]["storageClassName"] == "local-path"
+    first_uid = pod(cluster, "store-0")["metadata"]["uid"]
+    cluster.kubectl("delete", "pod", "store-0")
+
+    def replaced() -> bool:
+        again = pod(cluster, "store-0")
+        return bool(again) and again["metadata"]["uid"] != first_uid and \
+            again["status"].get("phase") == "Running"
+
+    wait_for(replaced, cluster=cluster)
+    wait_for(lambda: "kept" in cluster.kubectl("logs", "store-0", check=False).stdout)
+    cluster.kubectl("delete", "statefulset", "store")
+    cluster.kubectl("delete", "pvc", "data-store-0")
