@@ -8,6 +8,7 @@ We walk the object against upstream's schema to say the same things.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +60,7 @@ def _json_kind(value: Any) -> str:
     return "object"
 
 
-def _fits(value: Any, types: set[str]) -> bool:
+def _fits(value: Any, types: AbstractSet[str]) -> bool:
     if value is None or not types:
         return True
     if isinstance(value, bool):
@@ -75,36 +76,112 @@ def _fits(value: Any, types: set[str]) -> bool:
     return "object" in types
 
 
+def _scalars_that_fit(types: frozenset[str]) -> frozenset[type]:
+    """Python scalar types that always pass `_fits` for these JSON types (a float only
+    sometimes fits an integer, so it is left to `_fits`)."""
+    if not types:
+        return frozenset({str, bool, int, float})
+    fitting: set[type] = set()
+    if "string" in types:
+        fitting.add(str)
+    if "boolean" in types:
+        fitting.add(bool)
+    if "integer" in types or "number" in types:
+        fitting.add(int)
+    if "number" in types:
+        fitting.add(float)
+    return frozenset(fitting)
+
+
+class _Shape:
+    """What the walk needs from one schema, computed once: `$ref`s resolved, types
+    collected, properties looked up by name (schemas are static, so ids are stable)."""
+
+    __slots__ = (
+        "extra",
+        "extra_scalars",
+        "item_scalars",
+        "items",
+        "open",
+        "props",
+        "schema",
+        "types",
+    )
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self.types = frozenset(schemas.types_of(schema))
+        resolved = schemas.resolve(schema) or {}
+        # name -> (resolved child schema, its struct name or None to keep the parent's,
+        #          scalar types that need no further look)
+        self.props: dict[str, tuple[Schema | None, str | None, frozenset[type]]] = {}
+        for key, child in (resolved.get("properties") or {}).items():
+            ref = schemas.ref_name(child)
+            child_schema = schemas.resolve(child)
+            self.props[key] = (child_schema, ref.rsplit(".", 1)[-1] if ref else None,
+                               _scalars_of(child_schema))
+        extra = resolved.get("additionalProperties")
+        self.open = isinstance(extra, dict)  # unlisted keys are allowed (a map)
+        self.extra: Schema | None = schemas.resolve(extra) if self.open else None
+        self.extra_scalars = _scalars_of(self.extra)
+        self.items = schemas.items_schema(schema) if "array" in self.types or not self.types \
+            else None
+        self.item_scalars = _scalars_of(self.items)
+
+
+def _scalars_of(schema: Schema | None) -> frozenset[type]:
+    # A missing schema checks nothing at all.
+    if schema is None:
+        return frozenset({str, bool, int, float, dict, list})
+    return _scalars_that_fit(frozenset(schemas.types_of(schema)))
+
+
+_SHAPES: dict[int, _Shape] = {}
+
+
+def _shape(schema: Schema) -> _Shape:
+    shape = _SHAPES.get(id(schema))
+    if shape is None or shape.schema is not schema:
+        shape = _SHAPES[id(schema)] = _Shape(schema)
+    return shape
+
+
 def _walk(value: Any, schema: Schema | None, path: str, struct: str, found: Findings) -> None:
     if schema is None or value is None or found.type_error:
         return
-    types = schemas.types_of(schema)
-    if not _fits(value, types):
+    shape = _shape(schema)
+    if not _fits(value, shape.types):
         found.type_error = (f"json: cannot unmarshal {_json_kind(value)} into Go struct field "
                             f"{struct}.{path} of type {_go_type(schema)}")
         return
     if isinstance(value, dict):
-        resolved = schemas.resolve(schema) or {}
-        props: dict[str, Any] = resolved.get("properties") or {}
-        extra = resolved.get("additionalProperties")
-        name = struct
+        props = shape.props
         if props:
             for key, child in value.items():
-                child_path = f"{path}.{key}" if path else key
-                if key in props:
-                    ref = schemas.ref_name(props[key])
-                    child_struct = ref.rsplit(".", 1)[-1] if ref else name
-                    _walk(child, schemas.resolve(props[key]), child_path, child_struct, found)
-                elif not isinstance(extra, dict):
-                    found.unknown.append(child_path)
-                    found.places.append((value, key))
-        elif isinstance(extra, dict):
+                entry = props.get(key)
+                if entry is None:
+                    if not shape.open:
+                        found.unknown.append(f"{path}.{key}" if path else key)
+                        found.places.append((value, key))
+                    continue
+                # Most fields are scalars that fit: no call for them.
+                if child is None or type(child) in entry[2]:
+                    continue
+                _walk(child, entry[0], f"{path}.{key}" if path else key,
+                      entry[1] or struct, found)
+        elif shape.open:
+            extra, fitting = shape.extra, shape.extra_scalars
             for key, child in value.items():
-                _walk(child, schemas.resolve(extra), f"{path}[{key}]", name, found)
+                if child is None or type(child) in fitting:
+                    continue  # labels, annotations and the like: plain strings
+                _walk(child, extra, f"{path}[{key}]", struct, found)
     elif isinstance(value, list):
-        items = schemas.items_schema(schema)
-        for i, child in enumerate(value):
-            _walk(child, items, f"{path}[{i}]", struct, found)
+        items, fitting = shape.items, shape.item_scalars
+        if items is not None:
+            for i, child in enumerate(value):
+                if child is None or type(child) in fitting:
+                    continue
+                _walk(child, items, f"{path}[{i}]", struct, found)
 
 
 def check(obj: dict[str, Any], group: str, version: str, kind: str) -> Findings:

@@ -114,6 +114,27 @@ def _encode(obj: Obj) -> bytes:
             meta["resourceVersion"] = rv
 
 
+class WatchCache:
+    """Recently watched values, decoded once for all the watchers of a store (as
+    upstream's cacher decodes an event once, not once per watch). The objects are
+    shared: whoever receives one must not change it."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._objects: dict[tuple[str, int], Obj] = {}
+
+    def decoded(self, kv: KeyValue) -> Obj:
+        key = (kv.key, kv.mod_revision)
+        obj = self._objects.get(key)
+        if obj is None:
+            obj = _decode(kv)
+            objects = self._objects
+            objects[key] = obj
+            if len(objects) > self.size:
+                del objects[next(iter(objects))]  # the oldest
+        return obj
+
+
 class Store:
     def __init__(self, backend: Backend, info: ResourceInfo, strategy: Strategy,
                  admission: Admission) -> None:
@@ -121,6 +142,7 @@ class Store:
         self.info = info
         self.strategy = strategy
         self.admission = admission
+        self._watch_cache = WatchCache()
 
     # -- helpers -----------------------------------------------------------------
 
@@ -486,25 +508,23 @@ class Store:
             start = int(listed.resource_version) + 1
         else:
             start = _parse_rv(resource_version) + 1
+        # Without selectors every object matches: the previous value need not be read.
+        selective = labels is not None or fields is not None
+        decoded = self._watch_cache.decoded
         try:
             async for batch in self.backend.watch(prefix, start):
                 for event in batch:
+                    # Shared with every other watcher of this store: never mutated.
+                    obj = decoded(event.kv)
                     if event.type == "DELETE":
-                        obj = orjson.loads(event.kv.value)
-                        obj["metadata"]["resourceVersion"] = str(event.kv.mod_revision)
-                        if matches(obj):
+                        if not selective or matches(obj):
                             yield "DELETED", obj
                         continue
-                    obj = _decode(event.kv)
-                    now_matches = matches(obj)
-                    was = None
-                    if event.prev_kv is not None:
-                        was = orjson.loads(event.prev_kv.value)
-                        was["metadata"]["resourceVersion"] = str(event.prev_kv.mod_revision)
-                    if was is None:
+                    now_matches = not selective or matches(obj)
+                    if event.prev_kv is None:
                         if now_matches:
                             yield "ADDED", obj
-                    elif matches(was):
+                    elif not selective or matches(decoded(event.prev_kv)):
                         if now_matches:
                             yield "MODIFIED", obj
                         else:

@@ -52,12 +52,19 @@ class Cache:
         self._items: dict[str, Obj] = {}
         self._indexers: dict[str, IndexFunc] = {"namespace": namespace_index}
         self._indexes: dict[str, dict[str, set[str]]] = {"namespace": {}}
+        # Each key's index values as last computed, so an update whose values did not
+        # change (most do not) touches no index, and a removal computes nothing.
+        self._values: dict[str, dict[str, list[str]]] = {}
 
     def add_indexer(self, name: str, func: IndexFunc) -> None:
+        if self._indexers.get(name) is func:
+            return  # shared informers: several controllers may ask for the same index
         self._indexers[name] = func
         index: dict[str, set[str]] = {}
         for key, obj in self._items.items():
-            for value in func(obj):
+            values = func(obj)
+            self._values[key][name] = values
+            for value in values:
                 index.setdefault(value, set()).add(key)
         self._indexes[name] = index
 
@@ -79,30 +86,46 @@ class Cache:
         keys = self._indexes[name].get(value, set())
         return [self._items[k] for k in keys if k in self._items]
 
-    def _unindex(self, key: str, obj: Obj) -> None:
-        for name, func in self._indexers.items():
-            for value in func(obj):
-                bucket = self._indexes[name].get(value)
-                if bucket is not None:
-                    bucket.discard(key)
-                    if not bucket:
-                        del self._indexes[name][value]
+    def index_size(self, name: str, value: str) -> int:
+        return len(self._indexes[name].get(value, ()))
+
+    def _unindex_values(self, key: str, name: str, values: builtins.list[str]) -> None:
+        index = self._indexes[name]
+        for value in values:
+            bucket = index.get(value)
+            if bucket is not None:
+                bucket.discard(key)
+                if not bucket:
+                    del index[value]
 
     def put(self, obj: Obj) -> Obj | None:
         key = key_of(obj)
         old = self._items.get(key)
-        if old is not None:
-            self._unindex(key, old)
         self._items[key] = obj
+        old_values = self._values.get(key) if old is not None else None
+        new_values: dict[str, builtins.list[str]] = {}
         for name, func in self._indexers.items():
-            for value in func(obj):
-                self._indexes[name].setdefault(value, set()).add(key)
+            values = new_values[name] = func(obj)
+            if old_values is not None:
+                previous = old_values[name]
+                if previous == values:
+                    continue
+                self._unindex_values(key, name, previous)
+            index = self._indexes[name]
+            for value in values:
+                bucket = index.get(value)
+                if bucket is None:
+                    index[value] = {key}
+                else:
+                    bucket.add(key)
+        self._values[key] = new_values
         return old
 
     def remove(self, key: str) -> Obj | None:
         old = self._items.pop(key, None)
         if old is not None:
-            self._unindex(key, old)
+            for name, values in self._values.pop(key).items():
+                self._unindex_values(key, name, values)
         return old
 
 

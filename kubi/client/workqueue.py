@@ -24,7 +24,9 @@ class WorkQueue:
         self._processing: set[str] = set()
         self._failures: dict[str, int] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._ready = asyncio.Condition()
+        # Workers blocked in get(), woken one per queued key (a future each: cheaper
+        # than a task per add notifying a Condition).
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._shutdown = False
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -42,11 +44,12 @@ class WorkQueue:
         self._wake()
 
     def _wake(self) -> None:
-        async def notify() -> None:
-            async with self._ready:
-                self._ready.notify()
-
-        asyncio.get_running_loop().create_task(notify())
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def add_after(self, key: str, delay: float) -> None:
         if self._shutdown:
@@ -80,12 +83,18 @@ class WorkQueue:
         return self._failures.get(key, 0)
 
     async def get(self) -> str:
-        async with self._ready:
-            while not self._queue:
-                if self._shutdown:
-                    raise ShutDown
-                await self._ready.wait()
-            key = self._queue.popleft()
+        while not self._queue:
+            if self._shutdown:
+                raise ShutDown
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken and cancelled at once: pass the key on
+                raise
+        key = self._queue.popleft()
         self._processing.add(key)
         self._dirty.discard(key)
         return key
@@ -101,9 +110,7 @@ class WorkQueue:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-
-        async def notify_all() -> None:
-            async with self._ready:
-                self._ready.notify_all()
-
-        asyncio.get_running_loop().create_task(notify_all())
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubi.api import meta as m
+from kubi.client.informer import Cache
 
 Obj = dict[str, Any]
 
@@ -35,9 +36,15 @@ _PHASE_ORDINAL = {"Pending": 0, "Unknown": 1, "Running": 2}
 
 def controller_ref(obj: Obj) -> Obj | None:
     """The ownerReference marked `controller: true`, if any (metav1.GetControllerOf)."""
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+    ref = _controller_ref_of(obj)
+    return dict(ref) if ref is not None else None
+
+
+def _controller_ref_of(obj: Obj) -> Obj | None:
+    """controller_ref without the copy, for read-only use on hot paths."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or ():
         if ref.get("controller"):
-            return dict(ref)
+            return ref
     return None
 
 
@@ -330,6 +337,91 @@ def selector_to_string(selector: Obj | None) -> str:
     return ",".join(text for _, text in sorted(parts))
 
 
+# -- informer indexes: a sync looks at its own objects, not at the whole namespace ---------------
+
+CONTROLLER_UID_INDEX = "controllers:controller-uid"
+ORPHAN_INDEX = "controllers:orphans-by-namespace"
+LABEL_INDEX = "controllers:namespace-label"
+
+
+def controller_uid_index(obj: Obj) -> list[str]:
+    """The uid of an object's controller (none for orphans)."""
+    ref = _controller_ref_of(obj)
+    if ref is None:
+        return []
+    uid = ref.get("uid")
+    return [uid] if isinstance(uid, str) else []
+
+
+def orphan_index(obj: Obj) -> list[str]:
+    """The namespace of an object no controller owns."""
+    if _controller_ref_of(obj) is not None:
+        return []
+    return [(obj.get("metadata") or {}).get("namespace") or ""]
+
+
+def label_index(obj: Obj) -> list[str]:
+    """`namespace/key=value` for each label ("=" cannot appear in a label key)."""
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels")
+    if not labels:
+        return []
+    namespace = meta.get("namespace") or ""
+    return [f"{namespace}/{key}={value}" for key, value in labels.items()]
+
+
+def index_by_controller(cache: Cache) -> None:
+    """Indexes that `claim_candidates` and `controlled_by` read."""
+    cache.add_indexer(CONTROLLER_UID_INDEX, controller_uid_index)
+    cache.add_indexer(ORPHAN_INDEX, orphan_index)
+
+
+def index_by_labels(cache: Cache) -> None:
+    """The index that `selected_by` reads."""
+    cache.add_indexer(LABEL_INDEX, label_index)
+
+
+def controlled_by(cache: Cache, owner: Obj) -> list[Obj]:
+    """Objects in the owner's namespace whose controller reference names its uid."""
+    owner_meta = owner.get("metadata") or {}
+    namespace = owner_meta.get("namespace") or ""
+    return [obj for obj in cache.by_index(CONTROLLER_UID_INDEX, str(owner_meta.get("uid")))
+            if ((obj.get("metadata") or {}).get("namespace") or "") == namespace]
+
+
+def claim_candidates(cache: Cache, owner: Obj) -> list[Obj]:
+    """Of the owner's namespace, the objects `claim_pods` acts on: those the owner
+    controls and the orphans (objects controlled by others it skips anyway)."""
+    namespace = (owner.get("metadata") or {}).get("namespace") or ""
+    return controlled_by(cache, owner) + cache.by_index(ORPHAN_INDEX, namespace)
+
+
+def selected_by(cache: Cache, namespace: str, selector: Obj | None) -> list[Obj]:
+    """Objects of `namespace` matching a valid metav1.LabelSelector (needs the label index)."""
+    if selector is None:
+        return []
+    match_labels = selector.get("matchLabels") or {}
+    if match_labels:
+        # Any one required pair narrows the candidates; the smallest bucket is cheapest.
+        buckets = [cache.index_size(LABEL_INDEX, f"{namespace}/{key}={value}")
+                   for key, value in match_labels.items()]
+        best = min(range(len(buckets)), key=buckets.__getitem__)
+        key, value = list(match_labels.items())[best]
+        candidates = cache.by_index(LABEL_INDEX, f"{namespace}/{key}={value}")
+    else:
+        candidates = cache.list(namespace)
+    return [obj for obj in candidates if label_selector_matches(
+        selector, (obj.get("metadata") or {}).get("labels"))]
+
+
+def selector_is_valid(selector: Obj | None) -> bool:
+    try:
+        selector_to_string(selector)
+    except InvalidSelector:
+        return False
+    return True
+
+
 # -- adoption and release (ControllerRefManager) ------------------------------------------------
 
 
@@ -363,7 +455,7 @@ def claim_pods(owner: Obj, selector: Obj | None, pods: Iterable[Obj],
     claim = Claim()
     for pod in pods:
         pod_meta = pod.get("metadata") or {}
-        ref = controller_ref(pod)
+        ref = _controller_ref_of(pod)
         if ref is not None:
             if ref.get("uid") != owner_uid:
                 continue

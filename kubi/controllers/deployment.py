@@ -22,11 +22,15 @@ from kubi.client.informer import key_of
 from kubi.controllers import _deployment_util as du
 from kubi.controllers._pods import (
     adopt_patch,
+    claim_candidates,
     claim_pods,
+    controlled_by,
     controller_ref,
+    index_by_controller,
     label_selector_matches,
     release_patch,
     selector_is_empty,
+    selector_is_valid,
 )
 from kubi.controllers.base import Controller, ControllerContext
 
@@ -70,6 +74,9 @@ class DeploymentController(Controller):
         self.deployments = ctx.informers.informer(DEPLOYMENTS)
         self.replica_sets = ctx.informers.informer(REPLICA_SETS)
         self.pods = ctx.informers.informer("pods")
+        # A sync reads its own ReplicaSets and their pods, not the whole namespace.
+        index_by_controller(self.replica_sets.cache)
+        index_by_controller(self.pods.cache)
         self.deployments.add_handlers(self.enqueue, lambda _old, new: self.enqueue(new),
                                       self.enqueue)
         self.replica_sets.add_handlers(self._replica_set_added, self._replica_set_updated,
@@ -155,10 +162,8 @@ class DeploymentController(Controller):
             return
         if (du.spec_of(deployment).get("strategy") or {}).get("type") != du.RECREATE:
             return
-        owned_rs = {du.uid_of(r) for r in self.replica_sets.cache.list(namespace)
-                    if (controller_ref(r) or {}).get("uid") == du.uid_of(deployment)}
-        remaining = [p for p in self.pods.cache.list(namespace)
-                     if (controller_ref(p) or {}).get("uid") in owned_rs]
+        remaining = any(controlled_by(self.pods.cache, r)
+                        for r in controlled_by(self.replica_sets.cache, deployment))
         if not remaining:
             self.enqueue(deployment)
 
@@ -214,7 +219,7 @@ class DeploymentController(Controller):
         """Owned ReplicaSets, after adopting matching orphans and releasing strays."""
         namespace = m.namespace_of(deployment)
         selector = du.spec_of(deployment).get("selector")
-        candidates = self.replica_sets.cache.list(namespace)
+        candidates = claim_candidates(self.replica_sets.cache, deployment)
         try:
             to_adopt, to_release, owned = claim_pods(deployment, selector, candidates)
         except ValueError as err:
@@ -258,6 +263,13 @@ class DeploymentController(Controller):
         """Pods selected by the Deployment, grouped by the ReplicaSet that controls them."""
         by_rs: dict[str, list[Obj]] = {du.uid_of(rs): [] for rs in rs_list}
         selector = du.spec_of(deployment).get("selector")
+        if selector_is_valid(selector):
+            for rs in rs_list:
+                for pod in controlled_by(self.pods.cache, rs):
+                    if label_selector_matches(selector, (pod.get("metadata") or {}).get("labels")):
+                        by_rs[du.uid_of(rs)].append(pod)
+            return by_rs
+        # An invalid selector fails on the first pod it cannot be evaluated on, as before.
         for pod in self.pods.cache.list(m.namespace_of(deployment)):
             labels = (pod.get("metadata") or {}).get("labels") or {}
             if not label_selector_matches(selector, labels):

@@ -17,14 +17,17 @@ from typing import Any, ClassVar
 from kubi.api import meta as m
 from kubi.api.errors import StatusError
 from kubi.client.events import NORMAL, WARNING
-from kubi.client.informer import key_of, split_key
+from kubi.client.informer import key_of
 from kubi.controllers._pods import (
     SLOW_START_INITIAL_BATCH,
     Expectations,
     InvalidSelector,
     adopt_patch,
+    claim_candidates,
     claim_pods,
     controller_ref,
+    index_by_controller,
+    index_by_labels,
     is_pod_active,
     is_pod_available,
     is_pod_ready,
@@ -33,7 +36,9 @@ from kubi.controllers._pods import (
     pod_from_template,
     release_patch,
     seconds_until_available,
+    selected_by,
     selector_is_empty,
+    selector_is_valid,
     selector_to_string,
     slow_start_batch,
 )
@@ -123,6 +128,9 @@ class _ReplicaController(Controller):
         self.owners = ctx.informers.informer(self.resource)
         self.pods = ctx.informers.informer("pods")
         self.owners.cache.add_indexer(CONTROLLER_UID_INDEX, _controller_uid)
+        # A sync reads its own pods (and orphans) rather than scanning the namespace.
+        index_by_controller(self.pods.cache)
+        index_by_labels(self.pods.cache)
         self.owners.add_handlers(self.enqueue, lambda old, new: self.enqueue(new),
                                  self._owner_deleted)
         self.pods.add_handlers(self._pod_added, self._pod_updated, self._pod_deleted)
@@ -233,8 +241,7 @@ class _ReplicaController(Controller):
         except InvalidSelector as err:
             log.warning("%s %s has an invalid selector: %s", self.kind, key, err)
             return None
-        namespace, _ = split_key(key)
-        active = [p for p in self.pods.cache.list(namespace) if is_pod_active(p)]
+        active = [p for p in claim_candidates(self.pods.cache, owner) if is_pod_active(p)]
         pods = await self._claim(owner, selector, active)
 
         manage_error: Exception | None = None
@@ -320,6 +327,14 @@ class _ReplicaController(Controller):
         related = []
         for sibling in self.owners.cache.by_index(CONTROLLER_UID_INDEX, str(ref.get("uid"))):
             selector = self.selector_of(sibling)
+            if selector_is_valid(selector):
+                for pod in selected_by(self.pods.cache, m.namespace_of(sibling), selector):
+                    uid = (pod.get("metadata") or {}).get("uid", "")
+                    if uid not in seen:
+                        seen.add(uid)
+                        related.append(pod)
+                continue
+            # An invalid selector stops at the first pod it cannot be evaluated on.
             for pod in self.pods.cache.list(m.namespace_of(sibling)):
                 uid = (pod.get("metadata") or {}).get("uid", "")
                 if uid in seen:

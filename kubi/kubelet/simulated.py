@@ -659,18 +659,30 @@ class SimulatedNodes:
             await self.node_informer.stop()
 
 
+DEFAULT_POD_CIDR_BASE = "10.42.0.0/16"  # k3s's cluster CIDR: 256 nodes of a /24 each
+LARGE_POOL_POD_CIDR_BASE = "100.64.0.0/10"  # room for 16,384 nodes of a /24 each
+
+
+def default_pod_cidr_base(count: int) -> str:
+    """The default pod network for `count` nodes: k3s's while every node gets a /24 from
+    it, else a larger one, so that a node can hold its `pods` capacity (a /29 slice of
+    the /16 would run out of addresses after six pods)."""
+    return DEFAULT_POD_CIDR_BASE if count <= 256 else LARGE_POOL_POD_CIDR_BASE
+
+
 def simulated_pool(client: Client, count: int, *, name_prefix: str = "kubi-sim-",
                    cpu: str = "32", memory: str = "256Gi", pods: int = 110,
                    heartbeat: float = 10.0, pod_startup: float = 0.0,
-                   job_duration: float = 1.0, pod_cidr_base: str = "10.42.0.0/16",
+                   job_duration: float = 1.0, pod_cidr_base: str | None = None,
                    **extra: Any) -> SimulatedNodes:
     """A pool of `count` nodes named `<prefix>0`…; `run()` it. Extra keywords set
     `SimulationOptions` fields (lease_duration, restart_backoff, pod_workers…)."""
     options = SimulationOptions(cpu=cpu, memory=memory, pods=pods, heartbeat=heartbeat,
                                 pod_startup=pod_startup, job_duration=job_duration, **extra)
     pool = SimulatedNodes(client, options)
+    base = pod_cidr_base or default_pod_cidr_base(count)
     for index in range(count):
-        pool.add_node(f"{name_prefix}{index}", index, pod_cidr(pod_cidr_base, index, count))
+        pool.add_node(f"{name_prefix}{index}", index, pod_cidr(base, index, count))
     return pool
 
 
@@ -678,7 +690,7 @@ async def run_simulated_nodes(client: Client, count: int, *, name_prefix: str = 
                               cpu: str = "32", memory: str = "256Gi", pods: int = 110,
                               heartbeat: float = 10.0, pod_startup: float = 0.0,
                               job_duration: float = 1.0,
-                              pod_cidr_base: str = "10.42.0.0/16") -> None:
+                              pod_cidr_base: str | None = None) -> None:
     """Register `count` simulated nodes and run them until cancelled."""
     await simulated_pool(client, count, name_prefix=name_prefix, cpu=cpu, memory=memory,
                          pods=pods, heartbeat=heartbeat, pod_startup=pod_startup,

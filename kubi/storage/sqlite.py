@@ -26,6 +26,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections import deque
 from typing import Any
@@ -93,6 +94,12 @@ _CHECKPOINT_PERIOD = 0.02  # seconds between the helper thread's passive checkpo
 _PAGE_SIZE = 2048
 _BUSY_TIMEOUT_MS = 10_000
 _WAL_SIZE_LIMIT = 4 * 1024 * 1024  # the WAL is truncated back to this after a reset
+# A key's latest row, as a get() just read it, serves the update() that usually follows
+# (read-modify-write) for this long; the UNIQUE (name, prev_revision) index still decides
+# the compare-and-swap, and compaction (which could remove a tombstone that would guard
+# it) never reaches a revision this young.
+_RECENT_ROW_SECONDS = 1.0
+_RECENT_ROWS = 4096
 
 
 def _prefix_end(prefix: str) -> str | None:
@@ -348,8 +355,12 @@ class SQLiteBackend:
         self._rev = 0
         self._compact_rev = 0
         self._hub = _WatchHub()
+        self._recent: dict[str, tuple[float, Any]] = {}  # key -> (when read, latest row)
         self._pending: list[Event] = []
         self._flush_scheduled = False
+        # The open group commit: writes of one loop iteration share one transaction,
+        # and each writer waits for this future (the COMMIT) before it answers.
+        self._batch: asyncio.Future[None] | None = None
         self._compact_lock = asyncio.Lock()
         self._compactor: asyncio.Task[None] | None = None
         self._writes = 0  # commits so far; the checkpoint thread sleeps while it is still
@@ -419,6 +430,7 @@ class SQLiteBackend:
     async def close(self) -> None:
         if self._db is None:
             return
+        self._commit()
         if self._compactor is not None:
             self._compactor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -469,7 +481,24 @@ class SQLiteBackend:
         row = self._latest_row(key, revision)
         if row is None or row[3]:
             return self._rev, None
+        if not revision:
+            self._remember(key, row)
         return self._rev, _kv_of(row)
+
+    def _remember(self, key: str, row: Any) -> None:
+        recent = self._recent
+        recent.pop(key, None)
+        recent[key] = (time.monotonic(), row)
+        if len(recent) > _RECENT_ROWS:
+            del recent[next(iter(recent))]  # the oldest
+
+    def _latest_for_update(self, key: str, revision: int) -> Any:
+        """The key's latest row, from the get() that just read it when it names `revision`."""
+        found = self._recent.pop(key, None)
+        if (found is not None and found[1][0] == revision
+                and time.monotonic() - found[0] < _RECENT_ROW_SECONDS):
+            return found[1]
+        return self._latest_row(key)
 
     async def list(self, prefix: str, start_key: str = "", limit: int = 0, revision: int = 0
                    ) -> tuple[int, list[KeyValue], bool]:
@@ -534,14 +563,53 @@ class SQLiteBackend:
 
     # -- writes ----------------------------------------------------------------------------
 
+    def _begin(self) -> None:
+        """Join the open group commit, or open one that commits on the next loop turn."""
+        if self._batch is None:
+            db = self._conn()
+            loop = self._loop_or_fail()
+            db.execute("BEGIN IMMEDIATE")
+            self._batch = loop.create_future()
+            loop.call_soon(self._commit)
+
+    def _commit(self) -> None:
+        """COMMIT the group; its writers answer, and its events reach the watches, only now."""
+        batch, self._batch = self._batch, None
+        if batch is None:
+            return
+        db = self._conn()
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as err:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            # None of the group's writes happened: forget what they announced (rows
+            # other processes committed, caught up meanwhile, stay).
+            self._recent.clear()
+            self._rev = self._stored_revision(db)
+            self._pending = [e for e in self._pending if e.kv.mod_revision <= self._rev]
+            batch.set_exception(err)
+            batch.exception()  # each writer gets it; none must be logged as unretrieved
+            return
+        self._wrote()
+        batch.set_result(None)
+        self._flush()
+
+    async def _durable(self) -> None:
+        """Wait until the group holding this coroutine's write is committed."""
+        batch = self._batch
+        if batch is not None:
+            # shield: one cancelled writer must not cancel the group's future for the rest.
+            await asyncio.shield(batch)
+
     def _append(self, key: str, created: int, deleted: int, create_revision: int,
                 prev_revision: int, value: bytes) -> int:
+        self._begin()
         cursor = self._conn().execute(
             _INSERT, (key, created, deleted, create_revision, prev_revision, value)
         )
         revision = cursor.lastrowid
         assert revision is not None
-        self._wrote()
         if revision != self._rev + 1:
             self._catch_up(revision - 1)  # another process wrote the file meanwhile
         self._rev = revision
@@ -568,6 +636,8 @@ class SQLiteBackend:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._batch is not None:
+            return  # not yet committed: _commit flushes
         events, self._pending = self._pending, []
         if events:
             self._hub.dispatch(events)
@@ -585,6 +655,7 @@ class SQLiteBackend:
             self._resync()
             raise KeyExistsError(key) from None
         self._publish(Event("PUT", KeyValue(key, value, revision, revision), None))
+        await self._durable()
         return revision
 
     async def update(self, key: str, value: bytes, revision: int
@@ -592,7 +663,7 @@ class SQLiteBackend:
         _check_key(key)
         _check_value(value)
         _check_revision(revision)
-        row = self._latest_row(key)
+        row = self._latest_for_update(key, revision)
         if row is None or row[3]:
             return self._rev, None, False
         prev = _kv_of(row)
@@ -607,12 +678,14 @@ class SQLiteBackend:
             return self._rev, current, False
         kv = KeyValue(key, value, prev.create_revision, new_revision)
         self._publish(Event("PUT", kv, prev))
+        await self._durable()
         return new_revision, kv, True
 
     async def delete(self, key: str, revision: int = 0) -> tuple[int, KeyValue | None, bool]:
         _check_key(key)
         _check_revision(revision)
-        row = self._latest_row(key)
+        row = self._latest_for_update(key, revision) if revision else self._latest_row(key)
+        self._recent.pop(key, None)
         if row is None or row[3]:
             return self._rev, None, False
         prev = _kv_of(row)
@@ -628,6 +701,7 @@ class SQLiteBackend:
             return self._rev, current, False
         tombstone = KeyValue(key, prev.value, prev.create_revision, new_revision)
         self._publish(Event("DELETE", tombstone, prev))
+        await self._durable()
         return new_revision, prev, True
 
     # -- watch -----------------------------------------------------------------------------
@@ -657,6 +731,7 @@ class SQLiteBackend:
         async with self._compact_lock:
             if revision <= self._compact_rev:
                 return self._rev
+            self._recent.clear()
             done = self._compact_rev
             while done < revision:
                 upto = min(done + _COMPACT_BATCH_REVISIONS, revision)
@@ -667,6 +742,7 @@ class SQLiteBackend:
         return self._rev
 
     def _compact_batch(self, db: sqlite3.Connection, after: int, upto: int) -> None:
+        self._commit()  # its own transaction: the open group goes first
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute(_COMPACT_BATCH, (after, upto, after, upto))
@@ -688,6 +764,7 @@ class SQLiteBackend:
         while auto_vacuum == 2 and excess > 0 and self._db is db:
             step = min(excess, _VACUUM_STEP_PAGES)
             # execute() would step the pragma once, freeing a single page.
+            self._commit()  # executescript would commit the open group behind its back
             db.executescript(f"PRAGMA incremental_vacuum({step})")
             excess -= step
             await asyncio.sleep(0)
@@ -697,6 +774,8 @@ class SQLiteBackend:
     def _truncate_wal(self, db: sqlite3.Connection) -> None:
         # TRUNCATE waits for readers; another process's long read must not hold the
         # loop for the whole busy timeout, so give up quickly (next round retries).
+        if db is self._db:
+            self._commit()
         with self._checkpoint_lock:
             db.execute("PRAGMA busy_timeout = 100")
             try:
