@@ -588,3 +588,27 @@ async def slow_start_batch(count: int, initial_batch: int,
         remaining -= batch
         batch = min(2 * batch, remaining)
     return successes, None
+
+
+def cached_controller(cache: Cache, obj: Obj, api_version: str, kind: str) -> Obj | None:
+    """The cached owner that `obj`'s controller reference names, if it is still that one."""
+    ref = controller_ref(obj)
+    if ref is None or ref.get("kind") != kind or ref.get("apiVersion") != api_version:
+        return None
+    owner = cache.get_by_name(m.namespace_of(obj), ref.get("name", ""))
+    if owner is None or (owner.get("metadata") or {}).get("uid") != ref.get("uid"):
+        return None
+    return owner
+
+
+def owners_selecting(cache: Cache, obj: Obj) -> list[Obj]:
+    """Cached owners in obj's namespace whose selector matches its labels (invalid ones skip)."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    found = []
+    for owner in cache.list(m.namespace_of(obj)):
+        try:
+            if label_selector_matches((owner.get("spec") or {}).get("selector"), labels):
+                found.append(owner)
+        except InvalidSelector:
+            continue
+    return found

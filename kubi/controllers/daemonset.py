@@ -39,11 +39,13 @@ from kubi.controllers._pods import (
     Expectations,
     InvalidSelector,
     adopt_patch,
+    cached_controller,
     claim_pods,
     controller_ref,
     is_pod_available,
     is_pod_ready,
     label_selector_matches,
+    owners_selecting,
     pod_from_template,
     release_patch,
     seconds_until_available,
@@ -311,24 +313,10 @@ class DaemonSetController(Controller):
         self.enqueue(ds)
 
     def _owner_of(self, pod: Obj) -> Obj | None:
-        ref = controller_ref(pod)
-        if ref is None or ref.get("kind") != KIND or ref.get("apiVersion") != API_VERSION:
-            return None
-        ds = self.sets.cache.get_by_name((pod.get("metadata") or {}).get("namespace", ""),
-                                         ref.get("name", ""))
-        return ds if ds is not None and _uid(ds) == ref.get("uid") else None
+        return cached_controller(self.sets.cache, pod, API_VERSION, KIND)
 
     def _sets_selecting(self, pod: Obj) -> list[Obj]:
-        meta = pod.get("metadata") or {}
-        found = []
-        for ds in self.sets.cache.list(meta.get("namespace", "")):
-            try:
-                if label_selector_matches((ds.get("spec") or {}).get("selector"),
-                                          meta.get("labels") or {}):
-                    found.append(ds)
-            except InvalidSelector:
-                continue
-        return found
+        return owners_selecting(self.sets.cache, pod)
 
     def _pod_added(self, pod: Obj) -> None:
         if (pod.get("metadata") or {}).get("deletionTimestamp"):

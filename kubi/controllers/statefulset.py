@@ -36,12 +36,14 @@ from kubi.controllers._history import (
 from kubi.controllers._pods import (
     InvalidSelector,
     adopt_patch,
+    cached_controller,
     claim_pods,
     controller_ref,
     is_pod_available,
     is_pod_ready,
     label_selector_matches,
     owner_reference,
+    owners_selecting,
     pod_from_template,
     release_patch,
     seconds_until_available,
@@ -404,24 +406,10 @@ class StatefulSetController(Controller):
     # -- event handlers ---------------------------------------------------------------
 
     def _owner_of(self, pod: Obj) -> Obj | None:
-        ref = controller_ref(pod)
-        if ref is None or ref.get("kind") != KIND or ref.get("apiVersion") != API_VERSION:
-            return None
-        sts = self.sets.cache.get_by_name((pod.get("metadata") or {}).get("namespace", ""),
-                                          ref.get("name", ""))
-        return sts if sts is not None and _uid(sts) == ref.get("uid") else None
+        return cached_controller(self.sets.cache, pod, API_VERSION, KIND)
 
     def _sets_selecting(self, pod: Obj) -> list[Obj]:
-        meta = pod.get("metadata") or {}
-        found = []
-        for sts in self.sets.cache.list(meta.get("namespace", "")):
-            try:
-                if label_selector_matches((sts.get("spec") or {}).get("selector"),
-                                          meta.get("labels") or {}):
-                    found.append(sts)
-            except InvalidSelector:
-                continue
-        return found
+        return owners_selecting(self.sets.cache, pod)
 
     def _pod_added(self, pod: Obj) -> None:
         owner = self._owner_of(pod)
