@@ -272,9 +272,15 @@ def test_history_limits_keep_the_newest_finished_jobs(tmp_path: Path) -> None:
                 made.append(name)
             # The oldest of each kind went; the newest of each stays.
             await eventually(lambda: job_names(client, "trim", {made[1], made[3]}), timeout=20)
-            events = await events_for(client, "trim")
-            deleted = {e[2] for e in events if e[1] == "SuccessfulDelete"}
-            assert deleted == {f"Deleted job {made[0]}", f"Deleted job {made[2]}"}
+            # Events are recorded asynchronously, after the deletion itself.
+            wanted = {f"Deleted job {made[0]}", f"Deleted job {made[2]}"}
+
+            async def deletions() -> set[str] | None:
+                events = await events_for(client, "trim")
+                deleted = {e[2] for e in events if e[1] == "SuccessfulDelete"}
+                return deleted if deleted >= wanted else None
+
+            assert await eventually(deletions, timeout=20) == wanted
 
     asyncio.run(scenario())
 

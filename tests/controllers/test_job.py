@@ -348,10 +348,9 @@ def test_suspend_and_resume(tmp_path: Path) -> None:
             job = await client.get("jobs.batch", "paused", NS)
             # Pods removed by suspension are not failures.
             assert "active" not in job["status"] and "failed" not in job["status"]
-            events = await events_for(client, "paused")
-            reasons = [e[1] for e in events]
-            assert "Suspended" in reasons and "Resumed" in reasons
-            assert "SuccessfulDelete" in reasons
+            # Events are recorded asynchronously.
+            for reason in ("Suspended", "Resumed", "SuccessfulDelete"):
+                await eventually(lambda r=reason: _has_event(client, "paused", r), timeout=20)
 
     asyncio.run(scenario())
 
