@@ -21,11 +21,16 @@ T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
-async def api_server(data_dir: Path) -> AsyncIterator[tuple[APIServer, Client]]:
+async def api_server(data_dir: Path, *, service_accounts: bool = False,
+                     ) -> AsyncIterator[tuple[APIServer, Client]]:
+    """Without controllers nothing makes `default` service accounts, so component tests
+    run without the ServiceAccount admission plugin unless they ask for it."""
     creds = certs.ensure_credentials(data_dir)
     backend = open_backend(f"sqlite:///{data_dir / 'state.db'}")
     await backend.start()
-    api = APIServer(backend, TokenAuthority(creds.admin_token, creds.service_account_key))
+    disabled = frozenset() if service_accounts else frozenset({"ServiceAccount"})
+    api = APIServer(backend, TokenAuthority(creds.admin_token, creds.service_account_key),
+                    disabled_admission=disabled)
     await bootstrap(api)
     api.ready = True
     client = Client.in_process(api, creds.admin_token)

@@ -2,17 +2,23 @@
 
 - NamespaceLifecycle: content goes only into namespaces that exist and are not
   terminating.
+- ServiceAccount: a pod runs as an existing service account and, unless it opts
+  out, gets the `kube-api-access-*` projected volume (token, cluster CA, namespace)
+  mounted in every container, as upstream's plugin of that name does.
 - Service IP and NodePort allocation, as the upstream API server does it in its
   service registry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import random
 from collections.abc import Callable
 from typing import Any
 
 from kubi.api import errors
+from kubi.api import meta as m
 from kubi.api.errors import Cause, StatusError
 from kubi.api.resources import ResourceInfo
 from kubi.apiserver.store import Admission, Store, WriteOptions
@@ -21,6 +27,13 @@ Obj = dict[str, Any]
 
 IMMORTAL_NAMESPACES = ("default", "kube-system", "kube-public")
 NODE_PORT_RANGE = (30000, 32767)
+
+TOKEN_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+TOKEN_VOLUME_PREFIX = "kube-api-access-"
+# Upstream's bound-token lifetime that only warns when exceeded (1 h + 7 s).
+TOKEN_EXPIRATION_SECONDS = 3607
+# The `default` account may still be on its way from the controller: look again a few times.
+DEFAULT_ACCOUNT_ATTEMPTS = 10
 
 
 class Allocator:
@@ -53,8 +66,9 @@ class Allocator:
 
 class ClusterAdmission(Admission):
     def __init__(self, stores: Callable[[str, str], Store],
-                 service_cidr: str = "10.43.0.0/16") -> None:
+                 service_cidr: str = "10.43.0.0/16", service_accounts: bool = True) -> None:
         self._stores = stores
+        self.service_accounts = service_accounts
         self.network = ipaddress.ip_network(service_cidr)
         base = int(self.network.network_address)
         # .0 is the network, .1 the `kubernetes` Service (claimed at bootstrap).
@@ -77,6 +91,8 @@ class ClusterAdmission(Admission):
 
     async def admit_create(self, info: ResourceInfo, obj: Obj, opts: WriteOptions) -> None:
         await self._check_namespace(info, obj)
+        if self.service_accounts and info.group == "" and info.plural == "pods":
+            await self._admit_service_account(obj)
         if _is_service(info):
             await self._load()
             self._allocate(obj, None, opts.dry_run)
@@ -96,6 +112,42 @@ class ClusterAdmission(Admission):
             for port in spec.get("ports") or []:
                 if port.get("nodePort"):
                     self.node_ports.release(int(port["nodePort"]))
+
+    # -- service accounts ------------------------------------------------------------
+
+    async def _admit_service_account(self, pod: Obj) -> None:
+        meta, spec = pod["metadata"], pod["spec"]
+        if "kubernetes.io/config.mirror" in (meta.get("annotations") or {}):
+            return
+        namespace, name = meta.get("namespace", ""), str(spec.get("serviceAccountName"))
+        account = await self._service_account(namespace, name)
+        if account is None:
+            pod_name = str(meta.get("name", ""))
+            raise StatusError(403, "Forbidden",
+                              f'pods "{pod_name}" is forbidden: error looking up service '
+                              f'account {namespace}/{name}: serviceaccount "{name}" not found',
+                              name=pod_name, kind="pods")
+        automount = spec.get("automountServiceAccountToken")
+        if automount is None:
+            automount = account.get("automountServiceAccountToken")
+        if automount is not False:
+            mount_token_volume(spec)
+        if not spec.get("imagePullSecrets") and account.get("imagePullSecrets"):
+            spec["imagePullSecrets"] = [{"name": s.get("name", "")}
+                                        for s in account["imagePullSecrets"]]
+
+    async def _service_account(self, namespace: str, name: str) -> Obj | None:
+        store = self._stores("", "serviceaccounts")
+        attempts = DEFAULT_ACCOUNT_ATTEMPTS if name == "default" else 1
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(random.uniform(0.1, 0.2))
+            try:
+                return await store.get(namespace, name)
+            except StatusError as err:
+                if err.code != 404:
+                    raise
+        return None
 
     # -- services -----------------------------------------------------------------
 
@@ -230,6 +282,34 @@ class ClusterAdmission(Admission):
                     raise errors.internal("failed to allocate a nodePort: range is full")
                 port["nodePort"] = value
                 claimed.append(value)
+
+
+def mount_token_volume(spec: Obj) -> None:
+    """Mount the API access volume in every container that has nothing at its path."""
+    volumes = spec.get("volumes") or []
+    existing = next((v["name"] for v in volumes
+                     if str(v.get("name", "")).startswith(TOKEN_VOLUME_PREFIX)), None)
+    volume_name = existing or TOKEN_VOLUME_PREFIX + m.random_suffix()
+    mounted = False
+    for group in ("initContainers", "containers"):
+        for container in spec.get(group) or []:
+            mounts = container.get("volumeMounts") or []
+            if any(mount.get("mountPath") == TOKEN_MOUNT_PATH for mount in mounts):
+                continue
+            container["volumeMounts"] = [*mounts, {"name": volume_name, "readOnly": True,
+                                                   "mountPath": TOKEN_MOUNT_PATH}]
+            mounted = True
+    if mounted and existing is None:
+        spec["volumes"] = [*volumes, {"name": volume_name, "projected": {
+            "defaultMode": 0o644,
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": TOKEN_EXPIRATION_SECONDS,
+                                         "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt",
+                               "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {
+                    "apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+            ]}}]
 
 
 def _is_service(info: ResourceInfo) -> bool:

@@ -97,13 +97,15 @@ def tune_gc() -> None:
 
 class APIServer:
     def __init__(self, backend: Backend, tokens: TokenAuthority,
-                 service_cidr: str = "10.43.0.0/16") -> None:
-        tune_gc()
+                 service_cidr: str = "10.43.0.0/16",
+                 disabled_admission: frozenset[str] = frozenset()) -> None:
         self.backend = backend
         self.tokens = tokens
         self._stores: dict[str, Store] = {}
         self._encoded_events: dict[int, tuple[Obj, str, bytes]] = {}
-        self.admission = ClusterAdmission(self.store_for, service_cidr)
+        self.admission = ClusterAdmission(
+            self.store_for, service_cidr,
+            service_accounts="ServiceAccount" not in disabled_admission)
         self.ready = False
         self._closing: asyncio.Event | None = None
 

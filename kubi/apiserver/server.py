@@ -35,6 +35,7 @@ class ServerConfig:
     service_cidr: str = "10.43.0.0/16"
     compact_interval: float = 300.0
     advertise: str = ""
+    disabled_admission: frozenset[str] = frozenset()
 
     @property
     def storage_url(self) -> str:
@@ -88,7 +89,7 @@ class Server:
         await self.backend.start()
         self.api = APIServer(self.backend, TokenAuthority(creds.admin_token,
                                                           creds.service_account_key),
-                             config.service_cidr)
+                             config.service_cidr, config.disabled_admission)
         await bootstrap(self.api)
         self.api.ready = True
         kubeconfigs = [config.data_dir / "kubeconfig.yaml", *config.write_kubeconfig]

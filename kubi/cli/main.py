@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+# Admission plugins that `--disable-admission-plugins` may turn off.
+SWITCHABLE_ADMISSION = frozenset({"ServiceAccount"})
 DEFAULT_DATA_DIR = Path(os.environ.get("KUBI_DATA_DIR", "/var/lib/kubi" if os.geteuid() == 0
                                        else Path.home() / ".kubi"))
 
@@ -17,12 +19,20 @@ def _server(args: argparse.Namespace) -> int:
     from kubi.apiserver.server import ServerConfig
     from kubi.cli import server
 
+    plugins = set(filter(None, args.disable_admission_plugins.split(",")))
+    if plugins - SWITCHABLE_ADMISSION:
+        unknown = ", ".join(sorted(plugins - SWITCHABLE_ADMISSION))
+        print(f"kubi server: --disable-admission-plugins: unknown plugin(s) {unknown} "
+              f"(these can be disabled: {', '.join(sorted(SWITCHABLE_ADMISSION))})",
+              file=sys.stderr)
+        return 2
     config = ServerConfig(data_dir=Path(args.data_dir), bind=args.bind, port=args.port,
                           storage=args.storage or "",
                           write_kubeconfig=[Path(p) for p in args.write_kubeconfig],
                           service_cidr=args.service_cidr,
                           compact_interval=args.compact_interval,
-                          advertise=args.advertise_address or "")
+                          advertise=args.advertise_address or "",
+                          disabled_admission=frozenset(plugins))
     if args.disable_agent:
         # uvloop speeds the API up, but the node agent's container shims hang under it
         # (their exits are never reported), so only an agent-less server uses it.
@@ -112,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not run the scheduler in this process")
     server.add_argument("--disable-controllers", default="", metavar="NAMES",
                         help="comma-separated controllers not to run (e.g. garbagecollector)")
+    server.add_argument("--disable-admission-plugins", default="", metavar="NAMES",
+                        help="comma-separated admission plugins to turn off (ServiceAccount)")
     server.add_argument("--disable-agent", action="store_true",
                         help="do not run a node agent (real containers) for this machine")
     server.add_argument("--node-name", help="this machine's node name (default: host name)")

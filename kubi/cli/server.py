@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubi.apiserver.app import tune_gc
 from kubi.apiserver.server import Server, ServerConfig, wait_for_signal
 from kubi.client.rest import Client
 from kubi.controllers.base import ControllerOptions
@@ -102,6 +103,7 @@ async def _agent(client: Client, config: ServerConfig, components: Components,
 
 
 async def run(config: ServerConfig, components: Components) -> None:
+    tune_gc()
     server = Server(config)
     await server.start()
     assert server.api is not None and server.credentials is not None

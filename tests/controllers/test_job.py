@@ -305,7 +305,7 @@ def test_active_deadline_fails_the_job_and_deletes_its_pods(tmp_path: Path) -> N
         async with api_server(tmp_path) as (_, client), running(
                 run_controllers(client, FAST, only={"job"})):
             await client.create("jobs.batch", job_manifest(
-                "slow", parallelism=2, completions=4, activeDeadlineSeconds=1))
+                "slow", parallelism=2, completions=4, activeDeadlineSeconds=3))
             pods = await eventually(lambda: _count_running(client, "slow", 2), timeout=20)
             await set_phase(client, pods[0], "Running")
             job = await eventually(lambda: job_condition(client, "slow", "Failed"), timeout=20)

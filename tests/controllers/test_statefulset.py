@@ -437,7 +437,8 @@ def test_kubectl_rollout_history_and_undo(tmp_path: Path) -> None:
     """The real kubectl reads the revisions and rolls back through them."""
     from tests.cluster import start_cluster
 
-    cluster = start_cluster(tmp_path, "--disable-controller-manager", "--disable-scheduler")
+    cluster = start_cluster(tmp_path, "--disable-controller-manager", "--disable-scheduler",
+                            "--disable-admission-plugins", "ServiceAccount")
 
     async def scenario() -> None:
         client = Client.from_kubeconfig(cluster.kubeconfig)

@@ -547,3 +547,63 @@ def test_local_path_volume_keeps_data_across_pods(tmp_path: Path,
 
     with agent_node(tmp_path, registry) as node:
         run_scenario(scenario(node))
+
+
+def test_service_account_token_in_the_pod_authenticates(tmp_path: Path,
+                                                        registry: LocalRegistry) -> None:
+    """The admission plugin's kube-api-access volume, filled by the agent: a bound token
+    the API server accepts as the pod's service account, the cluster CA, the namespace."""
+    from kubi.apiserver.admission import TOKEN_MOUNT_PATH
+    from kubi.controllers.base import ControllerOptions
+    from kubi.controllers.manager import run_controllers
+
+    async def scenario(node: AgentNode) -> None:
+        async with api_server(tmp_path, service_accounts=True) as (api, client):
+            ca = "-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n"
+            options = ControllerOptions(extra={"root_ca_pem": ca})
+            async with running(run_controllers(client, options,
+                                               only={"serviceaccount",
+                                                     "root-ca-cert-publisher"})):
+                pod = busybox_pod("sa", ["sleep", "3600"])
+                created = await client.create("pods", pod, "default")
+                volume = created["spec"]["containers"][0]["volumeMounts"][0]["name"]
+                assert volume.startswith("kube-api-access-")
+                async with running(run_agent(client, node.config)):
+                    async def started() -> Obj | None:
+                        got = await get_pod(client, "sa")
+                        return got if got["status"].get("phase") == "Running" else None
+
+                    try:
+                        got = await until(started, 60)
+                    except AssertionError:
+                        raise AssertionError(await events_of(client, "sa")) from None
+                    cid = container_status(got, "main")["containerID"].split("://")[-1]
+                    runtime = runtime_of(node)
+
+                    async def read(name: str) -> str:
+                        result = await runtime.exec_sync(
+                            cid, ["cat", f"{TOKEN_MOUNT_PATH}/{name}"], 10)
+                        assert result.exit_code == 0, result.stderr
+                        return result.stdout.decode()
+
+                    assert await read("namespace") == "default"
+                    assert await read("ca.crt") == ca
+                    token = await read("token")
+                    as_pod = Client.in_process(api, token)
+                    try:
+                        review = await as_pod.create("selfsubjectreviews.authentication.k8s.io",
+                                                     {"apiVersion": "authentication.k8s.io/v1",
+                                                      "kind": "SelfSubjectReview"})
+                    finally:
+                        await as_pod.close()
+                    user = review["status"]["userInfo"]
+                    assert user["username"] == "system:serviceaccount:default:default"
+                    assert "system:serviceaccounts:default" in user["groups"]
+                    denied = await runtime.exec_sync(
+                        cid, ["sh", "-c", f"echo x > {TOKEN_MOUNT_PATH}/token"], 10)
+                    assert denied.exit_code != 0  # mounted read-only
+                    await client.delete("pods", "sa", "default")
+                    await eventually(lambda: gone(client, "sa"), 30)
+
+    with agent_node(tmp_path, registry) as node:
+        run_scenario(scenario(node))
