@@ -17,14 +17,13 @@ import orjson
 
 from kubi.api import meta as m
 from kubi.api.errors import StatusError
+from kubi.api.labels import label_selector_matches, selector_to_string
 from kubi.client.rest import Client
 from kubi.controllers._pods import (
     adopt_patch,
     controller_ref,
-    label_selector_matches,
     owner_reference,
     release_patch,
-    selector_to_string,
 )
 
 Obj = dict[str, Any]

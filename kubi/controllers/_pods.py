@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubi.api import meta as m
+from kubi.api.labels import InvalidSelector, label_selector_matches
 from kubi.client.informer import Cache
 
 Obj = dict[str, Any]
@@ -262,81 +263,6 @@ def pod_deletion_rank(pods: Iterable[Obj], related: Iterable[Obj] | None = None,
     return sorted(pods, key=functools.cmp_to_key(compare))
 
 
-# -- label selectors -----------------------------------------------------------------------
-
-
-class InvalidSelector(ValueError):
-    """A metav1.LabelSelector that upstream's LabelSelectorAsSelector rejects."""
-
-
-def _check_requirement(requirement: Obj) -> tuple[str, str, list[str]]:
-    key = requirement.get("key")
-    operator = requirement.get("operator")
-    values = requirement.get("values") or []
-    if not isinstance(key, str) or not key:
-        raise InvalidSelector("key: Invalid value: \"\": name part must be non-empty")
-    if operator in ("In", "NotIn"):
-        if not values:
-            raise InvalidSelector(
-                "values: Invalid value: []string{}: for 'in', 'notin' operators, "
-                "values set can't be empty")
-    elif operator in ("Exists", "DoesNotExist"):
-        if values:
-            raise InvalidSelector(
-                "values: Invalid value: for 'exists', 'doesnotexist' operators, "
-                "values set must be empty")
-    else:
-        raise InvalidSelector(f"{operator!r} is not a valid label selector operator")
-    return key, operator, [str(v) for v in values]
-
-
-def label_selector_matches(selector: Obj | None, labels: dict[str, str] | None) -> bool:
-    """Whether `labels` satisfy a metav1.LabelSelector.
-
-    A missing selector matches nothing and an empty one matches everything, as
-    upstream's LabelSelectorAsSelector; an invalid one raises InvalidSelector.
-    """
-    if selector is None:
-        return False
-    labels = labels or {}
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for requirement in selector.get("matchExpressions") or []:
-        key, operator, values = _check_requirement(requirement)
-        present = key in labels
-        if operator == "In" and not (present and labels[key] in values):
-            return False
-        if operator == "NotIn" and present and labels[key] in values:
-            return False
-        if operator == "Exists" and not present:
-            return False
-        if operator == "DoesNotExist" and present:
-            return False
-    return True
-
-
-def selector_is_empty(selector: Obj | None) -> bool:
-    return selector is not None and not selector.get("matchLabels") and not selector.get(
-        "matchExpressions")
-
-
-def selector_to_string(selector: Obj | None) -> str:
-    """The `labelSelector` query form of a metav1.LabelSelector (sorted as upstream prints)."""
-    if selector is None:
-        return ""
-    parts: list[tuple[str, str]] = []
-    for key, value in (selector.get("matchLabels") or {}).items():
-        parts.append((key, f"{key}={value}"))
-    for requirement in selector.get("matchExpressions") or []:
-        key, operator, values = _check_requirement(requirement)
-        listed = ",".join(sorted(set(values)))
-        text = {"In": f"{key} in ({listed})", "NotIn": f"{key} notin ({listed})",
-                "Exists": key, "DoesNotExist": f"!{key}"}[operator]
-        parts.append((key, text))
-    return ",".join(text for _, text in sorted(parts))
-
-
 # -- informer indexes: a sync looks at its own objects, not at the whole namespace ---------------
 
 CONTROLLER_UID_INDEX = "controllers:controller-uid"
@@ -412,14 +338,6 @@ def selected_by(cache: Cache, namespace: str, selector: Obj | None) -> list[Obj]
         candidates = cache.list(namespace)
     return [obj for obj in candidates if label_selector_matches(
         selector, (obj.get("metadata") or {}).get("labels"))]
-
-
-def selector_is_valid(selector: Obj | None) -> bool:
-    try:
-        selector_to_string(selector)
-    except InvalidSelector:
-        return False
-    return True
 
 
 # -- adoption and release (ControllerRefManager) ------------------------------------------------

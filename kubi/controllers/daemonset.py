@@ -21,6 +21,7 @@ from typing import Any
 
 from kubi.api import meta as m
 from kubi.api.errors import StatusError
+from kubi.api.labels import InvalidSelector, label_selector_matches, selector_is_empty
 from kubi.api.taints import tolerates
 from kubi.client.events import NORMAL, WARNING
 from kubi.client.informer import key_of
@@ -37,19 +38,16 @@ from kubi.controllers._history import (
 )
 from kubi.controllers._pods import (
     Expectations,
-    InvalidSelector,
     adopt_patch,
     cached_controller,
     claim_pods,
     controller_ref,
     is_pod_available,
     is_pod_ready,
-    label_selector_matches,
     owners_selecting,
     pod_from_template,
     release_patch,
     seconds_until_available,
-    selector_is_empty,
 )
 from kubi.controllers.base import Controller, ControllerContext
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from kubi.api import meta as m
 from kubi.api.errors import StatusError
+from kubi.api.labels import label_selector_matches, selector_is_empty, selector_is_valid
 from kubi.client.events import NORMAL, WARNING
 from kubi.client.informer import key_of
 from kubi.controllers import _deployment_util as du
@@ -27,10 +28,7 @@ from kubi.controllers._pods import (
     controlled_by,
     controller_ref,
     index_by_controller,
-    label_selector_matches,
     release_patch,
-    selector_is_empty,
-    selector_is_valid,
 )
 from kubi.controllers.base import Controller, ControllerContext
 

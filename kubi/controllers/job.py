@@ -29,6 +29,7 @@ from typing import Any
 
 from kubi.api import meta as m
 from kubi.api.errors import StatusError
+from kubi.api.labels import InvalidSelector, label_selector_matches
 from kubi.client.events import NORMAL, WARNING
 from kubi.client.informer import key_of, split_key
 from kubi.controllers import _pods
@@ -414,9 +415,9 @@ class JobController(Controller):
         found = []
         for job in self.jobs.cache.list(m.namespace_of(pod)):
             try:
-                if _pods.label_selector_matches(_spec(job).get("selector"), labels):
+                if label_selector_matches(_spec(job).get("selector"), labels):
                     found.append(job)
-            except _pods.InvalidSelector:
+            except InvalidSelector:
                 continue
         return found
 
@@ -694,7 +695,7 @@ class JobController(Controller):
         try:
             adopt, release, owned = _pods.claim_pods(job, selector,
                                                      self.pods.cache.list(namespace))
-        except _pods.InvalidSelector as err:
+        except InvalidSelector as err:
             log.warning("job %s/%s: invalid selector: %s", namespace, m.name_of(job), err)
             return None
         if adopt and not await self._can_adopt(job):

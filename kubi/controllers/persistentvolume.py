@@ -24,6 +24,7 @@ from typing import Any
 
 from kubi.api import meta as m
 from kubi.api.errors import StatusError
+from kubi.api.labels import InvalidSelector, label_selector_matches, requirement_holds
 from kubi.client.events import NORMAL, WARNING
 from kubi.client.informer import Informer, key_of
 from kubi.controllers.base import Controller, ControllerContext
@@ -85,32 +86,15 @@ def storage_of(obj: Obj, *path: str) -> Fraction:
 
 
 def _expression_matches(expression: Obj, value: str | None) -> bool:
-    operator = expression.get("operator")
     values = [str(v) for v in expression.get("values") or []]
-    if operator == "In":
-        return value is not None and value in values
-    if operator == "NotIn":
-        return value is None or value not in values
-    if operator == "Exists":
-        return value is not None
-    if operator == "DoesNotExist":
-        return value is None
-    if operator in ("Gt", "Lt") and value is not None and len(values) == 1:
-        try:
-            have, limit = int(value), int(values[0])
-        except ValueError:
-            return False
-        return have > limit if operator == "Gt" else have < limit
-    return False
+    return requirement_holds(str(expression.get("operator")), value, values)
 
 
-def label_selector_matches(selector: Obj, labels: dict[str, str]) -> bool:
-    """metav1.LabelSelector: matchLabels and matchExpressions, all must hold."""
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    return all(_expression_matches(e, labels.get(str(e.get("key"))))
-               for e in selector.get("matchExpressions") or [])
+def _selects(selector: Obj, volume: Obj) -> bool:
+    try:
+        return label_selector_matches(selector, (volume.get("metadata") or {}).get("labels"))
+    except InvalidSelector:  # the API validates claims; an invalid one matches nothing
+        return False
 
 
 def node_affinity_matches(volume: Obj, node: Obj) -> bool:
@@ -232,8 +216,7 @@ def find_matching_volume(claim: Obj, volumes: list[Obj], node: Obj | None,
             continue  # binding waits for the pod's node
         if (volume.get("status") or {}).get("phase") != "Available":
             continue
-        if selector and not label_selector_matches(
-                selector, (volume.get("metadata") or {}).get("labels") or {}):
+        if selector and not _selects(selector, volume):
             continue
         if volume_class(volume) != requested_class or not affinity_ok:
             continue

@@ -16,12 +16,18 @@ from typing import Any, ClassVar
 
 from kubi.api import meta as m
 from kubi.api.errors import StatusError
+from kubi.api.labels import (
+    InvalidSelector,
+    label_selector_matches,
+    selector_is_empty,
+    selector_is_valid,
+    selector_to_string,
+)
 from kubi.client.events import NORMAL, WARNING
 from kubi.client.informer import key_of
 from kubi.controllers._pods import (
     SLOW_START_INITIAL_BATCH,
     Expectations,
-    InvalidSelector,
     adopt_patch,
     claim_candidates,
     claim_pods,
@@ -31,15 +37,11 @@ from kubi.controllers._pods import (
     is_pod_active,
     is_pod_available,
     is_pod_ready,
-    label_selector_matches,
     pod_deletion_rank,
     pod_from_template,
     release_patch,
     seconds_until_available,
     selected_by,
-    selector_is_empty,
-    selector_is_valid,
-    selector_to_string,
     slow_start_batch,
 )
 from kubi.controllers.base import Controller, ControllerContext

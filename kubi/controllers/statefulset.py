@@ -20,6 +20,7 @@ from typing import Any
 
 from kubi.api import meta as m
 from kubi.api.errors import StatusError
+from kubi.api.labels import InvalidSelector, label_selector_matches
 from kubi.client.events import NORMAL, WARNING
 from kubi.client.informer import key_of
 from kubi.controllers._history import (
@@ -34,14 +35,12 @@ from kubi.controllers._history import (
     template_patch,
 )
 from kubi.controllers._pods import (
-    InvalidSelector,
     adopt_patch,
     cached_controller,
     claim_pods,
     controller_ref,
     is_pod_available,
     is_pod_ready,
-    label_selector_matches,
     owner_reference,
     owners_selecting,
     pod_from_template,

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, ClassVar, Protocol
 
+from kubi.api.labels import InvalidSelector, Matcher, compile_selector, requirement_matcher
+
 Obj = dict[str, Any]
 
 MAX_NODE_SCORE = 100
@@ -242,52 +244,6 @@ def pod_requests(spec: Obj, non_zero: bool = False) -> Resources:
     return total
 
 
-# -- label selectors ----------------------------------------------------------------------
-
-Matcher = Callable[[Mapping[str, str]], bool]
-
-
-def _never(_labels: Mapping[str, str]) -> bool:
-    return False
-
-
-def _always(_labels: Mapping[str, str]) -> bool:
-    return True
-
-
-def _requirement(key: str, operator: str, values: Iterable[str]) -> Matcher:
-    wanted = frozenset(values)
-    if operator == "In":
-        return lambda labels: labels.get(key) in wanted
-    if operator == "NotIn":
-        return lambda labels: labels.get(key) not in wanted
-    if operator == "Exists":
-        return lambda labels: key in labels
-    if operator == "DoesNotExist":
-        return lambda labels: key not in labels
-    raise ValueError(f"{operator!r} is not a valid label selector operator")
-
-
-def compile_selector(selector: Obj | None, *, extra: Iterable[tuple[str, str, list[str]]] = ()
-                     ) -> Matcher:
-    """metav1.LabelSelectorAsSelector: nil selects nothing, {} selects everything."""
-    if selector is None:
-        return _never
-    parts: list[Matcher] = []
-    for key, value in (selector.get("matchLabels") or {}).items():
-        parts.append(_requirement(key, "In", [value]))
-    for expr in selector.get("matchExpressions") or []:
-        parts.append(_requirement(expr.get("key", ""), expr.get("operator", ""),
-                                  expr.get("values") or []))
-    for key, operator, values in extra:
-        parts.append(_requirement(key, operator, values))
-    if not parts:
-        return _always
-    if len(parts) == 1:
-        return parts[0]
-    return lambda labels: all(part(labels) for part in parts)
-
-
 # -- node selector terms (node affinity) ---------------------------------------------------
 
 def _node_requirement(expr: Obj, field_mode: bool) -> Callable[[NodeInfo], bool]:
@@ -319,8 +275,8 @@ def _node_requirement(expr: Obj, field_mode: bool) -> Callable[[NodeInfo], bool]
 
         return compare
     try:
-        label_match = _requirement(key, operator, values)
-    except ValueError:
+        label_match = requirement_matcher(key, operator, values)
+    except InvalidSelector:
         return lambda node: False
     return lambda node: label_match(node.labels)
 

@@ -7,11 +7,13 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from kubi.api.errors import StatusError
+from kubi.api.labels import InvalidSelector, label_selector_matches
 from kubi.client.rest import Client
 from kubi.controllers.manager import run_controllers
 from kubi.controllers.persistentvolume import (
-    label_selector_matches,
     node_affinity_matches,
     parse_quantity,
 )
@@ -350,8 +352,10 @@ def test_quantities_selectors_and_affinity() -> None:
     assert label_selector_matches(selector, {"tier": "gold", "ssd": "1", "zone": "y"})
     assert not label_selector_matches(selector, {"tier": "gold", "ssd": "1", "zone": "x"})
     assert not label_selector_matches(selector, {"tier": "gold"})
-    assert not label_selector_matches(
-        {"matchExpressions": [{"key": "a", "operator": "Bogus", "values": ["1"]}]}, {"a": "1"})
+    with pytest.raises(InvalidSelector):
+        label_selector_matches(
+            {"matchExpressions": [{"key": "a", "operator": "Bogus", "values": ["1"]}]},
+            {"a": "1"})
 
     node = {"metadata": {"name": "n1", "labels": {"rack": "7"}}}
     def with_terms(*terms: Obj) -> Obj:

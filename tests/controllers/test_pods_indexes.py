@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubi.api.labels import label_selector_matches, selector_is_valid
 from kubi.client.informer import Cache
 from kubi.controllers._pods import (
     claim_candidates,
@@ -12,10 +13,8 @@ from kubi.controllers._pods import (
     controlled_by,
     index_by_controller,
     index_by_labels,
-    label_selector_matches,
     owner_reference,
     selected_by,
-    selector_is_valid,
 )
 
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from kubi.api import meta as m
+from kubi.api.labels import InvalidSelector, label_selector_matches, selector_to_string
 from kubi.controllers._pods import (
     Expectations,
-    InvalidSelector,
     adopt_patch,
     claim_pods,
     controller_ref,
@@ -18,13 +18,11 @@ from kubi.controllers._pods import (
     is_pod_active,
     is_pod_available,
     is_pod_ready,
-    label_selector_matches,
     owner_reference,
     pod_deletion_rank,
     pod_from_template,
     release_patch,
     seconds_until_available,
-    selector_to_string,
 )
 
 Obj = dict[str, Any]
