@@ -40,8 +40,10 @@ from kubi.controllers._pods import (
     Expectations,
     adopt_patch,
     cached_controller,
+    claim_candidates,
     claim_pods,
     controller_ref,
+    index_by_controller,
     is_pod_available,
     is_pod_ready,
     owners_selecting,
@@ -295,6 +297,7 @@ class DaemonSetController(Controller):
         super().__init__(ctx)
         self.sets = ctx.informers.informer(DAEMONSETS)
         self.pods = ctx.informers.informer(PODS)
+        index_by_controller(self.pods.cache)  # a sync reads its own pods and orphans
         self.nodes = ctx.informers.informer(NODES)
         self.history = History(self.client)
         self.expectations = Expectations()
@@ -415,7 +418,8 @@ class DaemonSetController(Controller):
     async def _daemon_pods(self, ds: Obj) -> list[Obj]:
         namespace = ds["metadata"].get("namespace", "")
         selector = (ds.get("spec") or {}).get("selector")
-        adopt, release, owned = claim_pods(ds, selector, self.pods.cache.list(namespace))
+        adopt, release, owned = claim_pods(ds, selector,
+                                           claim_candidates(self.pods.cache, ds))
         pods = list(owned)
         if adopt and await self._can_adopt(ds):
             for pod in adopt:

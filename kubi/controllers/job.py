@@ -385,6 +385,7 @@ class JobController(Controller):
         self.backoff_records: dict[str, BackoffRecord] = {}
         self.jobs = ctx.informers.informer(JOBS)
         self.pods = ctx.informers.informer(PODS)
+        _pods.index_by_controller(self.pods.cache)  # a sync reads its own pods and orphans
         self.pods.cache.add_indexer(POD_INDEX, self._pod_owner_uid)
         self.jobs.add_handlers(self._job_added, self._job_updated, self._job_deleted)
         self.pods.add_handlers(self._pod_added, self._pod_updated, self._pod_deleted)
@@ -693,8 +694,8 @@ class JobController(Controller):
         namespace = m.namespace_of(job)
         selector = _spec(job).get("selector")
         try:
-            adopt, release, owned = _pods.claim_pods(job, selector,
-                                                     self.pods.cache.list(namespace))
+            adopt, release, owned = _pods.claim_pods(
+                job, selector, _pods.claim_candidates(self.pods.cache, job))
         except InvalidSelector as err:
             log.warning("job %s/%s: invalid selector: %s", namespace, m.name_of(job), err)
             return None

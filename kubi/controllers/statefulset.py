@@ -37,8 +37,10 @@ from kubi.controllers._history import (
 from kubi.controllers._pods import (
     adopt_patch,
     cached_controller,
+    claim_candidates,
     claim_pods,
     controller_ref,
+    index_by_controller,
     is_pod_available,
     is_pod_ready,
     owner_reference,
@@ -397,6 +399,7 @@ class StatefulSetController(Controller):
         super().__init__(ctx)
         self.sets = ctx.informers.informer(STATEFULSETS)
         self.pods = ctx.informers.informer(PODS)
+        index_by_controller(self.pods.cache)  # a sync reads its own pods and orphans
         self.claims = ctx.informers.informer(CLAIMS)
         self.history = History(self.client)
         self.sets.add_handlers(self.enqueue, lambda old, new: self.enqueue(new), self.enqueue)
@@ -483,7 +486,7 @@ class StatefulSetController(Controller):
 
     async def _claim_pods(self, sts: Obj, selector: Obj | None) -> list[Obj]:
         namespace = sts["metadata"].get("namespace", "")
-        candidates = self.pods.cache.list(namespace)
+        candidates = claim_candidates(self.pods.cache, sts)
         adopt, release, owned = claim_pods(sts, selector, candidates,
                                            matches=lambda pod: is_member_of(sts, pod))
         pods = list(owned)
