@@ -11,9 +11,13 @@ admin token the agents are given).
 Logs are a streamed text/plain answer. exec/attach/portforward arrive as WebSocket
 upgrades (v5.channel.k8s.io, SPDY/3.1+portforward.k8s.io): the API server opens a
 WebSocket to the agent with the protocols the client offered and relays messages both
-ways without looking into them. A SPDY upgrade (POST, kubectl's fallback) cannot take
-over the connection under ASGI and is answered 400 after the same checks, so kubectl
-prints the real reason when there is one.
+ways without looking into them. Or they arrive as plain SPDY/3.1 upgrades (POST with
+`Upgrade: SPDY/3.1` and X-Stream-Protocol-Version, kubectl's fallback): after the same
+checks the API server makes the same upgrade to the agent and, once the agent answered
+101, answers the client 101 with the agent's protocol and copies bytes both ways
+unchanged, as upstream's upgrade-aware proxy does. The agent's refusals come back as
+Status errors. Taking over the client's connection needs the server to run with
+`uvicorn.Config(http=HttpProtocol)` (kubi.api.upgrade).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 import orjson
@@ -33,8 +37,9 @@ from websockets.datastructures import Headers
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from kubi.api import errors
+from kubi.api import errors, upgrade
 from kubi.api import meta as m
+from kubi.api.upgrade import UpgradeHttpProtocol
 from kubi.apiserver.http import (
     Receive,
     Request,
@@ -60,6 +65,18 @@ UPGRADE_SUBRESOURCES = ("exec", "attach", "portforward")
 # clients refuse `SPDY/3.1+portforward.k8s.io` (not an RFC 6455 token) as a subprotocol.
 STREAM_PROTOCOLS_HEADER = "X-Kubi-Stream-Protocols"
 STREAM_PROTOCOL_HEADER = "X-Kubi-Stream-Protocol"
+SPDY_31 = "SPDY/3.1"
+PROTOCOL_VERSION_HEADER = "x-stream-protocol-version"
+# Bounds on the agent's answer to an upgrade that it refused.
+MAX_AGENT_HEAD = 64 * 1024
+MAX_AGENT_BODY = 64 * 1024
+# The agent's answer headers not passed on to the client with the 101.
+_HOP_HEADERS = ("connection", "upgrade", "content-length", "transfer-encoding", "date",
+                "server", "keep-alive")
+
+# The HTTP protocol class the API server is served with: uvicorn's, able to hand a SPDY
+# upgrade's connection to the application.
+HttpProtocol = UpgradeHttpProtocol
 
 
 class _LenientHandshake(ServerProtocol):
@@ -288,19 +305,122 @@ async def _upgrade_target(server: APIServer, target: Target, request: Request) -
     return f"{path}?{urlencode(params)}" if params else path
 
 
-async def refuse_plain_upgrade(server: APIServer, request: Request, target: Target) -> Response:
-    """exec/attach/portforward without a WebSocket: the checks, then 400."""
-    await _upgrade_target(server, target, request)
+async def plain_upgrade(server: APIServer, request: Request, target: Target) -> Response:
+    """exec/attach/portforward without a WebSocket: a SPDY/3.1 upgrade relayed to the
+    node agent (see the module docstring); anything else is answered 400."""
+    path = await _upgrade_target(server, target, request)
+    if SPDY_31.lower() not in upgrade.upgrade_requested(request.scope):
+        raise errors.bad_request("Upgrade request required")
+    if not upgrade.can_upgrade(request.scope):
+        raise errors.bad_request("Upgrade request required: this server cannot take over "
+                                 "connections (it must be served with proxy.HttpProtocol)")
     pod = await server.store(target.info).get(target.namespace, target.name)
-    if target.subresource != "portforward":
-        container = validate_container(pod, request.param("container"))
-        status = _container_status(pod, container)
-        if status is not None and not (status.get("state") or {}).get("running"):
-            raise errors.bad_request(f'container not found ("{container}")')
-    raise errors.bad_request(
-        f"Upgrade request required: kubi serves {target.subresource} over WebSocket only "
-        "(its SPDY upgrade is not supported); kubectl 1.30+ uses WebSocket unless "
-        "KUBECTL_REMOTE_COMMAND_WEBSOCKETS / KUBECTL_PORT_FORWARD_WEBSOCKETS is false")
+    offered = [value.decode("latin-1") for name, value in request.scope.get("headers", ())
+               if name.decode("latin-1").lower() == PROTOCOL_VERSION_HEADER]
+    reader, writer, headers = await _dial_agent(await _node_url(server, pod), path, offered,
+                                                _kubelet_token(server))
+    return _SpdyRelay(request.scope, reader, writer, headers, server.closing)
+
+
+async def _dial_agent(base: str, path: str, offered: list[str], token: str
+                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter,
+                                 list[tuple[str, str]]]:
+    """Make the SPDY upgrade request to the agent; return the upgraded connection and
+    the agent's 101 headers, or raise the agent's refusal as a StatusError."""
+    url = urlsplit(base)
+    secure = url.scheme == "https"
+    host = url.hostname or "127.0.0.1"
+    port = url.port or (443 if secure else 80)
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(
+            host, port, ssl=_insecure_context() if secure else None,
+            server_hostname=host if secure else None), CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as exc:
+        raise errors.internal(f"error dialing backend: {exc}") from None
+    lines = [f"POST {path} HTTP/1.1", f"Host: {url.netloc}", f"Authorization: Bearer {token}",
+             "Connection: Upgrade", f"Upgrade: {SPDY_31}", "Content-Length: 0",
+             *(f"X-Stream-Protocol-Version: {value}" for value in offered)]
+    try:
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CONNECT_TIMEOUT)
+        status, headers = _parse_head(head)
+        if status == 101:
+            return reader, writer, headers
+        length = next((v for k, v in headers if k.lower() == "content-length"), "")
+        body = await asyncio.wait_for(
+            reader.readexactly(min(int(length), MAX_AGENT_BODY)) if length.isdigit()
+            else reader.read(MAX_AGENT_BODY), CONNECT_TIMEOUT)
+    except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError) as exc:
+        writer.close()
+        raise errors.internal(f"error upgrading connection to the node agent: "
+                              f"{exc or type(exc).__name__}") from None
+    writer.close()
+    text = body.decode(errors="replace").strip()
+    if status == 403 and "unable to negotiate protocol" in text:
+        raise errors.StatusError(403, "Forbidden", text)
+    raise _kubelet_error(status, text)
+
+
+def _parse_head(head: bytes) -> tuple[int, list[tuple[str, str]]]:
+    if len(head) > MAX_AGENT_HEAD:
+        raise ValueError("the node agent's answer head is too long")
+    status_line, *rest = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise ValueError(f"malformed answer from the node agent: {status_line!r}")
+    headers: list[tuple[str, str]] = []
+    for line in rest:
+        name, colon, value = line.partition(":")
+        if colon:
+            headers.append((name.strip(), value.strip()))
+    return int(parts[1]), headers
+
+
+class _SpdyRelay(Response):
+    """The answer to a SPDY upgrade the agent accepted: 101, then bytes both ways."""
+
+    def __init__(self, scope: Scope, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, agent_headers: list[tuple[str, str]],
+                 closing: asyncio.Event) -> None:
+        super().__init__(101, b"")
+        self.scope = scope
+        self.reader = reader
+        self.writer = writer
+        self.agent_headers = [(k, v) for k, v in agent_headers if k.lower() not in _HOP_HEADERS]
+        self.closing = closing
+
+    async def send(self, send: Send) -> None:
+        try:
+            client = await upgrade.accept_upgrade(self.scope, SPDY_31, self.agent_headers)
+        except upgrade.UpgradeRefused:
+            self.writer.close()  # the client is gone
+            return
+        writer = self.writer
+
+        async def to_agent() -> None:
+            while data := await client.read():
+                writer.write(data)
+                await writer.drain()
+
+        async def to_client() -> None:
+            while data := await self.reader.read(65536):
+                await client.write(data)
+
+        tasks = [asyncio.ensure_future(to_agent()), asyncio.ensure_future(to_client()),
+                 asyncio.ensure_future(self.closing.wait())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            client.close()  # after what was relayed to it has gone out
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), CONNECT_TIMEOUT)
 
 
 async def _deny(send: Send, err: errors.StatusError) -> None:

@@ -96,7 +96,7 @@ class Server:
         for path in kubeconfigs:
             certs.write_kubeconfig(path, creds, config.url)
         uv_config = uvicorn.Config(
-            self.api, host=config.bind, port=config.port, loop="none", http="httptools",
+            self.api, host=config.bind, port=config.port, loop="none", http=proxy.HttpProtocol,
             ws=proxy.WebSocketProtocol, lifespan="off", log_level="warning", access_log=False,
             ssl_certfile=str(creds.server_cert), ssl_keyfile=str(creds.server_key),
             ssl_ca_certs=str(creds.ca_cert), ssl_cert_reqs=ssl.CERT_NONE,

@@ -232,7 +232,7 @@ async def _streaming(server: APIServer, request: Request,
 
     if target.info.kind == "Pod" and target.subresource == "log":
         return await proxy.stream_logs(server, request, target)
-    return await proxy.refuse_plain_upgrade(server, request, target)
+    return await proxy.plain_upgrade(server, request, target)
 
 
 async def review(server: APIServer, request: Request, target: Target) -> Response:

@@ -7,11 +7,14 @@
     WS  /attach/{ns}/{pod}/{container}?stdin&stdout&stderr&tty            (channel protocol)
     WS  /portForward/{ns}/{pod}     subprotocol SPDY/3.1+portforward.k8s.io (SPDY tunnelled
         in binary messages), or v4.channel.k8s.io / portforward.k8s.io with ?ports=…
+    SPDY the same three paths as a plain SPDY/3.1 upgrade (`Connection: Upgrade`,
+        `Upgrade: SPDY/3.1`, X-Stream-Protocol-Version: v4.channel.k8s.io … channel.k8s.io
+        for exec/attach, portforward.k8s.io for port-forward), answered 101 once the
+        request was checked; the connection is taken over through kubi.api.upgrade
+        (serve with `http=UpgradeHttpProtocol`).
 
 Every request but /healthz needs `Authorization: Bearer <token>` with the token the
 agent was configured with (the API server's). Errors are plain text, as the kubelet's.
-A SPDY upgrade (POST with `Upgrade: SPDY/3.1`) is answered 400: under ASGI the
-connection cannot be taken over, so streaming is WebSocket only.
 
 The server does not know the pod workers: a `ContainerResolver` maps (namespace, pod,
 container, previous) to a runtime container id and a `SandboxResolver` maps (namespace,
@@ -39,14 +42,29 @@ from websockets.datastructures import Headers
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
+from kubi.api.upgrade import (
+    UpgradedConnection,
+    UpgradeHttpProtocol,
+    UpgradeRefused,
+    accept_upgrade,
+    can_upgrade,
+    upgrade_requested,
+)
 from kubi.kubelet.runtime import logs as crilogs
 from kubi.kubelet.runtime.interface import (
     ContainerState,
     RuntimeService,
     RuntimeServiceError,
     SandboxState,
+    StreamSession,
 )
-from kubi.kubelet.streaming import channel, portforward, remotecommand, spdy
+from kubi.kubelet.streaming import (
+    channel,
+    portforward,
+    remotecommand,
+    spdy,
+    spdy_remotecommand,
+)
 
 log = logging.getLogger("kubi.kubelet.server")
 
@@ -55,6 +73,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+Connector = Callable[[int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 ContainerResolver = Callable[[str, str, str, bool], Awaitable[str | None]]
 SandboxResolver = Callable[[str, str], Awaitable[str | None]]
 
@@ -68,16 +87,22 @@ SPDY_PORTFORWARD = "SPDY/3.1+portforward.k8s.io"
 # names the chosen one in STREAM_PROTOCOL_HEADER.
 STREAM_PROTOCOLS_HEADER = "x-kubi-stream-protocols"
 STREAM_PROTOCOL_HEADER = "x-kubi-stream-protocol"
-PORTFORWARD_CHANNELS = ("portforward.k8s.io", channel.V4)
+PORTFORWARD_V1 = "portforward.k8s.io"
+PORTFORWARD_CHANNELS = (PORTFORWARD_V1, channel.V4)
+SPDY_31 = "SPDY/3.1"
+PROTOCOL_VERSION_HEADER = "x-stream-protocol-version"
+ACCEPTED_VERSIONS_HEADER = "X-Accepted-Stream-Protocol-Versions"
 DEFAULT_PORT = 10250
 LOG_STATE_POLL = 0.2
 
 
 class HTTPError(Exception):
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str,
+                 headers: list[tuple[str, str]] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.headers = headers or []
 
 
 def label_resolvers(runtime: RuntimeService) -> tuple[ContainerResolver, SandboxResolver]:
@@ -168,11 +193,15 @@ def _route(path: str) -> _Route:
 
 
 class KubeletServer:
-    """The ASGI application. `token`: the one bearer token accepted."""
+    """The ASGI application. `token`: the one bearer token accepted;
+    `stream_creation_timeout`: how long a SPDY exec/attach client may take to open its
+    streams."""
 
     def __init__(self, runtime: RuntimeService, token: str,
                  resolve_container: ContainerResolver | None = None,
-                 resolve_sandbox: SandboxResolver | None = None) -> None:
+                 resolve_sandbox: SandboxResolver | None = None,
+                 stream_creation_timeout: float = spdy_remotecommand.STREAM_CREATION_TIMEOUT
+                 ) -> None:
         if not token:
             raise ValueError("the kubelet server needs a token to authenticate callers")
         default_container, default_sandbox = label_resolvers(runtime)
@@ -180,6 +209,7 @@ class KubeletServer:
         self.token = token
         self.resolve_container = resolve_container or default_container
         self.resolve_sandbox = resolve_sandbox or default_sandbox
+        self.stream_creation_timeout = stream_creation_timeout
         self.closing = asyncio.Event()
 
     # -- ASGI -------------------------------------------------------------------------------
@@ -206,16 +236,13 @@ class KubeletServer:
                 return
             self._authenticate(headers)
             if route.kind != "containerLogs":
-                if headers.get("upgrade", "").lower().startswith("spdy"):
-                    raise HTTPError(400, "SPDY upgrades are not supported by this node agent; "
-                                         "use a WebSocket (v5.channel.k8s.io, "
-                                         f"{SPDY_PORTFORWARD})")
-                raise HTTPError(400, "Upgrade request required")
+                await self._spdy(scope, route, query)
+                return
             if scope.get("method") != "GET":
                 raise HTTPError(405, "405: Method Not Allowed")
             chunks = await self._logs(route, query)
         except HTTPError as err:
-            await _respond(send, err.code, err.message.encode())
+            await _respond(send, err.code, err.message.encode(), headers=err.headers)
             return
         await _stream(send, chunks)
 
@@ -305,13 +332,9 @@ class KubeletServer:
         except HTTPError as err:
             await _deny(send, err.code, err.message)
 
-    async def _remote_command(self, route: _Route, query: dict[str, list[str]],
-                              offered: list[str], receive: Receive, send: Send,
-                              accept: Callable[[str], Awaitable[None]]) -> None:
-        protocol = channel.negotiate(offered)
-        if protocol is None:
-            raise HTTPError(400, f"unable to negotiate a channel protocol from {offered}; "
-                                 f"supported: {', '.join(channel.SUPPORTED)}")
+    @staticmethod
+    def _command_options(route: _Route, query: dict[str, list[str]]
+                         ) -> tuple[remotecommand.StreamOptions, list[str]]:
         options = remotecommand.StreamOptions.from_query(query)
         problem = options.check()
         command = query.get("command") or []
@@ -319,30 +342,24 @@ class KubeletServer:
             problem = problem or "you must specify a command to execute"
         if problem:
             raise HTTPError(400, problem)
+        return options, command
+
+    async def _start_session(self, route: _Route, options: remotecommand.StreamOptions,
+                             command: list[str]) -> StreamSession:
         container_id = await self.resolve_container(route.namespace, route.pod,
                                                     route.container, False)
         if container_id is None:
             raise HTTPError(404, f'container not found ("{route.container}")')
         try:
             if route.kind == "exec":
-                session = await self.runtime.exec(container_id, command, tty=options.tty,
-                                                  stdin=options.stdin)
-            else:
-                session = await self.runtime.attach(container_id)
+                return await self.runtime.exec(container_id, command, tty=options.tty,
+                                               stdin=options.stdin)
+            return await self.runtime.attach(container_id)
         except RuntimeServiceError as err:
             raise HTTPError(500, f"error {route.kind}ing into container: {err}") from None
-        try:
-            await accept(protocol)
-            socket = _Socket(receive, send)
-            await remotecommand.serve(session, options, protocol, socket.send, socket.receive,
-                                      command=command, attach=route.kind == "attach")
-            await socket.close()
-        finally:
-            await session.close()
 
-    async def _port_forward(self, route: _Route, query: dict[str, list[str]],
-                            offered: list[str], receive: Receive, send: Send,
-                            accept: Callable[[str], Awaitable[None]]) -> None:
+    async def _sandbox(self, route: _Route) -> tuple[Connector, str]:
+        """How to reach ports in the pod, and its uid (for messages)."""
         sandbox_id = await self.resolve_sandbox(route.namespace, route.pod)
         if sandbox_id is None:
             raise HTTPError(404, f'pod "{route.pod}" not found')
@@ -353,6 +370,30 @@ class KubeletServer:
         async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
             return await self.runtime.port_forward(sandbox_id, port)
 
+        return connect, uid
+
+    async def _remote_command(self, route: _Route, query: dict[str, list[str]],
+                              offered: list[str], receive: Receive, send: Send,
+                              accept: Callable[[str], Awaitable[None]]) -> None:
+        protocol = channel.negotiate(offered)
+        if protocol is None:
+            raise HTTPError(400, f"unable to negotiate a channel protocol from {offered}; "
+                                 f"supported: {', '.join(channel.SUPPORTED)}")
+        options, command = self._command_options(route, query)
+        session = await self._start_session(route, options, command)
+        try:
+            await accept(protocol)
+            socket = _Socket(receive, send)
+            await remotecommand.serve(session, options, protocol, socket.send, socket.receive,
+                                      command=command, attach=route.kind == "attach")
+            await socket.close()
+        finally:
+            await _end_session(session, route)
+
+    async def _port_forward(self, route: _Route, query: dict[str, list[str]],
+                            offered: list[str], receive: Receive, send: Send,
+                            accept: Callable[[str], Awaitable[None]]) -> None:
+        connect, uid = await self._sandbox(route)
         socket = _Socket(receive, send)
         if SPDY_PORTFORWARD in offered:
             await accept(SPDY_PORTFORWARD)
@@ -377,6 +418,82 @@ class KubeletServer:
         await portforward.serve_channels(ports, connect, socket.send_bytes,
                                          socket.receive_bytes_or_none, route.pod, uid)
         await socket.close()
+
+    # -- plain SPDY -------------------------------------------------------------------------
+
+    async def _spdy(self, scope: Scope, route: _Route, query: dict[str, list[str]]) -> None:
+        """exec/attach/portForward as a SPDY/3.1 upgrade: every check answers with an
+        HTTP error before the 101, then the connection speaks SPDY."""
+        if SPDY_31.lower() not in upgrade_requested(scope):
+            raise HTTPError(400, "unable to upgrade: missing upgrade headers in request")
+        if not can_upgrade(scope):
+            raise HTTPError(400, "unable to upgrade: this server cannot take over "
+                                 "connections (serve it with UpgradeHttpProtocol)")
+        offered = _protocol_versions(scope)
+        if route.kind == "portForward":
+            connect, uid = await self._sandbox(route)
+            _handshake(offered, (PORTFORWARD_V1,))
+            connection = await _switch(scope, PORTFORWARD_V1)
+            forwarder = portforward.PortForwarder(connect, route.pod, uid)
+            session = spdy.SpdySession(connection.write, portforward.check_stream,
+                                       forwarder.handle)
+            try:
+                await session.run(connection.read)
+            except spdy.SpdyError as err:
+                log.info("port-forward connection broken: %s", err)
+            finally:
+                connection.close()
+            return
+        options, command = self._command_options(route, query)
+        protocol = _handshake(offered, spdy_remotecommand.SUPPORTED)
+        stream_session = await self._start_session(route, options, command)
+        try:
+            connection = await _switch(scope, protocol)
+            await spdy_remotecommand.serve(
+                connection, stream_session, options, protocol, command=command,
+                attach=route.kind == "attach", creation_timeout=self.stream_creation_timeout)
+        finally:
+            await _end_session(stream_session, route)
+
+
+async def _end_session(session: StreamSession, route: _Route) -> None:
+    """Stop the session. An exec's stdin pipe is closed too: when the client left
+    without closing it, the process's pipes would outlive it. (An attachment's stdin is
+    the container's and stays open, as upstream.)"""
+    if route.kind == "exec" and not session.tty:
+        with contextlib.suppress(Exception):
+            await session.close_stdin()
+    await session.close()
+
+
+def _protocol_versions(scope: Scope) -> list[str]:
+    """Every X-Stream-Protocol-Version the client sent, in order (repeated headers and
+    comma-separated lists alike)."""
+    offered: list[str] = []
+    for name, value in scope.get("headers", ()):
+        if name.decode("latin-1").lower() == PROTOCOL_VERSION_HEADER:
+            offered += [p.strip() for p in value.decode("latin-1").split(",") if p.strip()]
+    return offered
+
+
+def _handshake(offered: list[str], supported: tuple[str, ...]) -> str:
+    """The client's first protocol we serve, as upstream's httpstream.Handshake."""
+    if not offered:
+        raise HTTPError(400, "unable to upgrade: X-Stream-Protocol-Version is required")
+    chosen = next((p for p in offered if p in supported), None)
+    if chosen is None:
+        raise HTTPError(403, "unable to upgrade: unable to negotiate protocol: client "
+                             f"supports [{' '.join(offered)}], server accepts "
+                             f"[{' '.join(supported)}]",
+                        headers=[(ACCEPTED_VERSIONS_HEADER, p) for p in supported])
+    return chosen
+
+
+async def _switch(scope: Scope, protocol: str) -> UpgradedConnection:
+    try:
+        return await accept_upgrade(scope, SPDY_31, [("X-Stream-Protocol-Version", protocol)])
+    except UpgradeRefused as err:
+        raise HTTPError(400, f"unable to upgrade: {err}") from None
 
 
 class _Socket:
@@ -435,9 +552,11 @@ class _Socket:
 
 
 async def _respond(send: Send, code: int, body: bytes,
-                   content_type: str = "text/plain; charset=utf-8") -> None:
+                   content_type: str = "text/plain; charset=utf-8",
+                   headers: list[tuple[str, str]] | None = None) -> None:
     await send({"type": "http.response.start", "status": code, "headers": [
-        (b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]})
+        (b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()),
+        *((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers or [])]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -551,7 +670,7 @@ async def serve(app: KubeletServer, host: str, port: int, certfile: Path,
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound_port: int = sock.getsockname()[1]
-    config = uvicorn.Config(app, loop="none", http="httptools", ws=WebSocketProtocol,
+    config = uvicorn.Config(app, loop="none", http=UpgradeHttpProtocol, ws=WebSocketProtocol,
                             lifespan="off", log_level="warning", access_log=False,
                             ssl_certfile=str(certfile), ssl_keyfile=str(keyfile),
                             ssl_cert_reqs=ssl.CERT_NONE, ws_ping_interval=None,

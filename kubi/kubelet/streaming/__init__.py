@@ -1,2 +1,3 @@
 """Streaming protocols of the node agent's API: the WebSocket channel protocol
-(exec/attach), SPDY/3.1 framing (port-forward), and the sessions built on them."""
+(exec/attach), SPDY/3.1 framing (port-forward, and exec/attach over plain SPDY), and the
+sessions built on them."""

@@ -258,23 +258,24 @@ class Framer:
         frames: list[Frame] = []
         while len(self._buffer) >= 8:
             first, second = struct.unpack_from("!II", self._buffer)
+            control = bool(first & 0x80000000)
+            # Checked before waiting for the payload: bytes that are not SPDY/3 at all
+            # fail at once instead of reading as a huge frame still on its way.
+            if control and (first >> 16) & 0x7FFF != VERSION:
+                raise SpdyError(f"unsupported SPDY version {(first >> 16) & 0x7FFF}",
+                                status=UNSUPPORTED_VERSION)
+            if not control and first & MAX_STREAM_ID == 0:
+                raise SpdyError("data frame on stream 0")
             length = second & 0xFFFFFF
             if len(self._buffer) < 8 + length:
                 break
             payload = bytes(self._buffer[8:8 + length])
             del self._buffer[:8 + length]
             flags = second >> 24
-            if first & 0x80000000:
-                version = (first >> 16) & 0x7FFF
-                if version != VERSION:
-                    raise SpdyError(f"unsupported SPDY version {version}",
-                                    status=UNSUPPORTED_VERSION)
+            if control:
                 frames.append(self._control_frame(first & 0xFFFF, flags, payload))
             else:
-                stream_id = first & MAX_STREAM_ID
-                if stream_id == 0:
-                    raise SpdyError("data frame on stream 0")
-                frames.append(DataFrame(stream_id, payload, flags))
+                frames.append(DataFrame(first & MAX_STREAM_ID, payload, flags))
         return frames
 
     def _decompress(self, compressed: bytes, stream_id: int) -> Headers:

@@ -1,7 +1,10 @@
 """kubectl logs/exec/attach/cp/port-forward end to end: the real kubectl, the API server
-over HTTPS (in-process, served by uvicorn as `kubi server` serves it, with the WebSocket
-protocol class kubectl's port-forward needs), the node agent's server in front of runc
-containers.
+over HTTPS (in-process, served by uvicorn as `kubi server` serves it, with the HTTP
+protocol class that takes over SPDY upgrades and the WebSocket protocol class kubectl's
+port-forward needs), the node agent's server in front of runc containers. Both of
+kubectl's transports are exercised: WebSocket (its default) and plain SPDY/3.1 (forced
+with KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false / KUBECTL_PORT_FORWARD_WEBSOCKETS=false),
+plus a raw SPDY client for what kubectl never sends.
 
 The pods' containers are made directly through the runtime (with the kubelet's CRI
 labels, which the agent server's default resolvers read), and Pod/Node objects that
@@ -12,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import secrets
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
@@ -37,6 +42,7 @@ from kubi.kubelet import server as kubelet
 from kubi.kubelet.runtime import ContainerConfig, ContainerState, PodSandboxConfig
 from kubi.kubelet.runtime.network import NetworkConfig, PodNetwork
 from kubi.kubelet.runtime.oci import OciRuntime
+from kubi.kubelet.streaming import spdy
 from kubi.storage import open_backend
 from tests.cluster import free_port
 from tests.kubelet.runtime.conftest import MISSING, Node, build_rootfs, cleanup
@@ -54,6 +60,7 @@ CONTAINERS = {
         "waiter": ["sh", "-c", "echo start; while [ ! -f /tmp/go ]; do sleep 0.05; done; "
                                "echo end"],
         "shell": ["sh"],
+        "shell2": ["sh"],  # for attach over SPDY (attach -i ends the shell)
     },
     "q": {"app": ["sh", "-c", "echo from-q; echo last-q; exec sleep 1000"]},
 }
@@ -99,7 +106,7 @@ async def _start_api_server(data_dir: Path) -> tuple[Cluster, Any, Any]:
     await bootstrap(api)
     api.ready = True
     port = free_port()
-    config = uvicorn.Config(api, host="127.0.0.1", port=port, loop="none", http="httptools",
+    config = uvicorn.Config(api, host="127.0.0.1", port=port, loop="none", http=proxy.HttpProtocol,
                             ws=proxy.WebSocketProtocol, lifespan="off", log_level="warning",
                             ssl_certfile=str(creds.server_cert), ssl_keyfile=str(creds.server_key),
                             ws_ping_interval=None, timeout_graceful_shutdown=2)
@@ -127,6 +134,7 @@ class Env:
     kubelet_port: int
     token: str
     tmp: Path
+    kubelet_app: kubelet.KubeletServer
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
@@ -168,7 +176,7 @@ async def _make_pods(runtime: OciRuntime, rootfs: Path, logs: Path) -> None:
                 attempt=1))
             await runtime.start_container(second)
         for name, command in containers.items():
-            extra = {"stdin": True} if name == "shell" else {}
+            extra = {"stdin": True} if name.startswith("shell") else {}
             cid = await runtime.create_container(sandbox, _container(
                 rootfs, logs, pod, name, command, **extra))
             await runtime.start_container(cid)
@@ -216,6 +224,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
         running = asyncio.run_coroutine_threadsafe(start(), loop).result(120)
         with cluster.http() as http:
+            # pods run as a service account; no controller makes `default` here
+            http.post("/api/v1/namespaces/default/serviceaccounts", json={
+                "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
             http.post("/api/v1/nodes", json={
                 "apiVersion": "v1", "kind": "Node", "metadata": {
                     "name": "node-a", "annotations": {
@@ -232,7 +243,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                            ).raise_for_status()
             http.post("/api/v1/namespaces/default/pods",
                       json=_pod("pending", ["app"], None)).raise_for_status()
-        yield Env(cluster, node, loop, running.port, token, tmp)
+        yield Env(cluster, node, loop, running.port, token, tmp, running.app)
     finally:
         try:
             if running is not None:
@@ -291,7 +302,7 @@ def test_logs_tail_timestamps_previous_and_selector(env: Env) -> None:
         several = http.get("/api/v1/namespaces/default/pods/p/log")
     assert several.status_code == 400
     assert several.json()["message"] == "a container name must be specified for pod p, " \
-                                        "choose one of: [app waiter shell once]"
+                                        "choose one of: [app waiter shell shell2 once]"
     with env.cluster.http() as http:  # kubectl checks --tail itself
         bad = http.get("/api/v1/namespaces/default/pods/q/log", params={"tailLines": "-5"})
     assert bad.status_code == 422
@@ -355,12 +366,306 @@ def test_port_forward_reaches_httpd_in_the_pod(env: Env) -> None:
             forward.wait()
 
 
-def test_spdy_fallback_is_refused_with_a_reason(env: Env) -> None:
-    spdy_only = dict(env.cluster.env(), KUBECTL_REMOTE_COMMAND_WEBSOCKETS="false")
-    result = subprocess.run(["kubectl", "exec", "p", "-c", "app", "--", "true"],
-                            capture_output=True, text=True, env=spdy_only, timeout=60)
-    assert result.returncode == 1
-    assert "over WebSocket only" in result.stderr
+# -- kubectl over plain SPDY/3.1 ----------------------------------------------------------
+
+SPDY_EXEC = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
+SPDY_FORWARD = {"KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"}
+
+
+def _kubectl(env: Env, extra: dict[str, str], *args: str, input: str | None = None
+             ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["kubectl", "-v=6", *args], input=input, capture_output=True,
+                          text=True, env=dict(env.cluster.env(), **extra), timeout=60)
+
+
+def _used_spdy(result: subprocess.CompletedProcess[str]) -> bool:
+    """kubectl -v=6 logs the upgrade request: POST for SPDY, GET for WebSocket."""
+    return re.search(r"POST https://\S+/(exec|attach|portforward)\S* 101", result.stderr) \
+        is not None
+
+
+def test_spdy_exec_prints_and_propagates_the_exit_code(env: Env) -> None:
+    result = _kubectl(env, SPDY_EXEC, "exec", "p", "-c", "app", "--", "sh", "-c",
+                      "echo hi; echo oops >&2; exit 3")
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "hi\n"
+    assert "oops" in result.stderr
+    assert _used_spdy(result), result.stderr
+    ok = _kubectl(env, SPDY_EXEC, "exec", "p", "-c", "app", "--", "cat", "/www/index.html")
+    assert (ok.returncode, ok.stdout) == (0, "hello from httpd\n"), ok.stderr
+
+
+def test_spdy_exec_with_stdin(env: Env) -> None:
+    result = _kubectl(env, SPDY_EXEC, "exec", "-i", "p", "-c", "app", "--", "sh", "-c",
+                      "tr a-z A-Z; echo done", input="piped text\n" * 2000)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "PIPED TEXT\n" * 2000 + "done\n"
+    assert _used_spdy(result), result.stderr
+
+
+def test_spdy_cp_from_the_pod(env: Env) -> None:
+    target = env.tmp / "copied-over-spdy.html"
+    result = _kubectl(env, SPDY_EXEC, "cp", "p:/www/index.html", str(target), "-c", "app")
+    assert result.returncode == 0, result.stderr
+    assert target.read_text() == "hello from httpd\n"
+
+
+def test_spdy_attach_to_a_containers_stdin(env: Env) -> None:
+    result = _kubectl(env, SPDY_EXEC, "attach", "-i", "p", "-c", "shell2",
+                      input="echo attached-$((40 + 3))\nexit\n")
+    assert result.returncode == 0, result.stderr
+    assert "attached-43" in result.stdout
+    assert _used_spdy(result), result.stderr
+
+
+def test_spdy_exec_errors_read_as_upstream(env: Env) -> None:
+    missing = _kubectl(env, SPDY_EXEC, "exec", "nosuch", "--", "true")
+    assert missing.returncode == 1
+    assert 'pods "nosuch" not found' in missing.stderr
+    wrong = _kubectl(env, SPDY_EXEC, "exec", "p", "-c", "nope", "--", "true")
+    assert "container nope is not valid for pod p" in wrong.stderr
+
+
+def test_spdy_port_forward_reaches_httpd_in_the_pod(env: Env) -> None:
+    local = free_port()
+    forward = subprocess.Popen(["kubectl", "-v=6", "port-forward", "pod/p", f"{local}:8080"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(env.cluster.env(), **SPDY_FORWARD))
+    try:
+        assert forward.stdout is not None
+        line = forward.stdout.readline()
+        assert f"Forwarding from 127.0.0.1:{local} -> 8080" in line, forward.communicate()
+        for _ in range(2):  # two connections over the one SPDY connection
+            with urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=30) as answer:
+                assert answer.read() == b"hello from httpd\n"
+        assert forward.poll() is None
+    finally:
+        forward.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            forward.wait(10)
+        if forward.poll() is None:
+            forward.kill()
+            forward.wait()
+    assert forward.stderr is not None
+    assert re.search(r"POST https://\S+/portforward 101", forward.stderr.read())
+
+
+# -- a raw SPDY client, for what kubectl never sends --------------------------------------
+
+V4_AND_OLDER = ["v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io",
+                "channel.k8s.io"]
+
+
+class RawSpdy:
+    """A TLS connection that makes a SPDY upgrade request, then speaks frames."""
+
+    def __init__(self, port: int, cafile: str | None) -> None:
+        context = ssl.create_default_context(cafile=cafile) if cafile else \
+            ssl._create_unverified_context()
+        raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        self.framer = spdy.Framer()
+        self.pending: list[spdy.Frame] = []
+        self.buffer = b""
+
+    def upgrade(self, path: str, token: str | None, protocols: list[str],
+                after: bytes = b"", upgrade: str = "SPDY/3.1") -> tuple[int, str, str]:
+        """Send the request (and `after` right behind it); (status, headers, body)."""
+        lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Length: 0",
+                 "Connection: Upgrade", f"Upgrade: {upgrade}",
+                 *(f"X-Stream-Protocol-Version: {p}" for p in protocols)]
+        if token is not None:
+            lines.append(f"Authorization: Bearer {token}")
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + after)
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            assert chunk, f"connection closed after {self.buffer!r}"
+            self.buffer += chunk
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        status = int(head.split(b" ")[1])
+        if status != 101:  # a refusal: the body, then the server hangs up
+            self.buffer += self._read_to_end()
+            return status, head.decode(), self.buffer.decode()
+        return status, head.decode(), ""
+
+    def _read_to_end(self) -> bytes:
+        data = b""
+        with contextlib.suppress(OSError):
+            while chunk := self.sock.recv(65536):
+                data += chunk
+        return data
+
+    def send(self, frame: spdy.Frame) -> None:
+        self.sock.sendall(self.framer.encode(frame))
+
+    def next_frame(self) -> spdy.Frame | None:
+        """The next frame the server sent (None: it closed the connection)."""
+        while not self.pending:
+            if self.buffer:
+                self.pending += self.framer.feed(self.buffer)
+                self.buffer = b""
+                continue
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                return None
+            self.buffer = chunk
+        return self.pending.pop(0)
+
+    def open(self, stream_id: int, kind: str) -> spdy.Frame | None:
+        self.send(spdy.SynStream(stream_id, {"streamtype": [kind]}))
+        return self.next_frame()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def _raw(env: Env, to_agent: bool = False) -> Iterator[RawSpdy]:
+    client = RawSpdy(env.kubelet_port if to_agent else env.cluster.port,
+                     None if to_agent else env.cluster.ca)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+EXEC_CAT = "/api/v1/namespaces/default/pods/p/exec?container=app&command=cat" \
+           "&stdin=true&stdout=true"
+
+
+def test_raw_spdy_exec_refuses_unknown_streams_and_reports_success(env: Env) -> None:
+    with _raw(env) as client:
+        status, head, _ = client.upgrade(EXEC_CAT, env.cluster.token,
+                                         ["v5.channel.k8s.io", *V4_AND_OLDER])
+        assert status == 101
+        assert "X-Stream-Protocol-Version: v4.channel.k8s.io" in head  # v5 is WebSocket only
+        refused = client.open(1, "bogus")
+        assert isinstance(refused, spdy.RstStream) and refused.stream_id == 1
+        for stream_id, kind in ((3, "error"), (5, "stdin"), (7, "stdout")):
+            reply = client.open(stream_id, kind)
+            assert isinstance(reply, spdy.SynReply) and reply.stream_id == stream_id, reply
+        duplicate = client.open(9, "stdout")
+        assert isinstance(duplicate, spdy.RstStream) and duplicate.stream_id == 9
+        client.send(spdy.DataFrame(5, b"echoed back\n"))
+        client.send(spdy.DataFrame(5, b"", spdy.FLAG_FIN))  # stdin EOF: cat ends
+        received: dict[int, bytes] = {}
+        finished: set[int] = set()
+        while (frame := client.next_frame()) is not None:
+            if isinstance(frame, spdy.DataFrame):
+                received[frame.stream_id] = received.get(frame.stream_id, b"") + frame.data
+                if frame.flags & spdy.FLAG_FIN:
+                    finished.add(frame.stream_id)
+            if finished >= {3, 5, 7}:
+                break
+        assert received[7] == b"echoed back\n"
+        assert json.loads(received[3]) == {"metadata": {}, "status": "Success"}
+
+
+def test_raw_spdy_v2_reports_failures_as_text(env: Env) -> None:
+    path = "/api/v1/namespaces/default/pods/p/exec?container=app&command=false&stdout=true"
+    with _raw(env) as client:
+        status, head, _ = client.upgrade(path, env.cluster.token, ["v2.channel.k8s.io"])
+        assert status == 101 and "v2.channel.k8s.io" in head
+        for stream_id, kind in ((1, "error"), (3, "stdout")):
+            assert isinstance(client.open(stream_id, kind), spdy.SynReply)
+        error = b""
+        while (frame := client.next_frame()) is not None:
+            if isinstance(frame, spdy.DataFrame) and frame.stream_id == 1:
+                error += frame.data
+                if frame.flags & spdy.FLAG_FIN:
+                    break
+        assert error == b"command terminated with non-zero exit code: command 'false' " \
+                        b"exited with 1"
+
+
+def test_raw_spdy_tty_exec_follows_resizes(env: Env) -> None:
+    path = "/api/v1/namespaces/default/pods/p/exec?container=app&command=sh&command=-c" \
+           "&command=read+x%3B+stty+size&stdin=true&stdout=true&tty=true"
+    with _raw(env) as client:
+        assert client.upgrade(path, env.cluster.token, V4_AND_OLDER)[0] == 101
+        for stream_id, kind in ((1, "error"), (3, "stdin"), (5, "stdout"), (7, "resize")):
+            assert isinstance(client.open(stream_id, kind), spdy.SynReply)
+        client.send(spdy.DataFrame(7, b'{"Width":100,"Height":40}'))
+        client.send(spdy.DataFrame(3, b"go\n"))
+        output = b""
+        while (frame := client.next_frame()) is not None:
+            if isinstance(frame, spdy.DataFrame) and frame.stream_id == 5:
+                output += frame.data
+                if frame.flags & spdy.FLAG_FIN:
+                    break
+        assert b"40 100" in output
+
+
+def test_raw_spdy_garbage_after_the_upgrade_ends_the_connection(env: Env) -> None:
+    with _raw(env) as client:
+        # not SPDY/3 at all (a control frame of version 0x7fff), sent with the request
+        status, _, _ = client.upgrade(EXEC_CAT, env.cluster.token, V4_AND_OLDER,
+                                      after=b"\xff" * 16)
+        assert status == 101
+        frame = client.next_frame()
+        assert isinstance(frame, spdy.GoAway), frame
+        assert frame.status == spdy.GOAWAY_PROTOCOL_ERROR
+        assert client.next_frame() is None  # and the connection is closed
+    # the API server and the agent still serve the next one
+    result = _kubectl(env, SPDY_EXEC, "exec", "p", "-c", "app", "--", "echo", "still")
+    assert result.stdout == "still\n", result.stderr
+
+
+def test_raw_spdy_refusals_come_before_the_upgrade(env: Env) -> None:
+    def refused(path: str, token: str | None, protocols: list[str] = V4_AND_OLDER,
+                upgrade: str = "SPDY/3.1", to_agent: bool = False) -> tuple[int, str]:
+        with _raw(env, to_agent) as client:
+            status, _, body = client.upgrade(path, token, protocols, upgrade=upgrade)
+            return status, body
+
+    token = env.cluster.token
+    status, body = refused(EXEC_CAT, "not-a-token")
+    assert (status, json.loads(body)["reason"]) == (401, "Unauthorized")
+    status, body = refused(EXEC_CAT, None)  # anonymous: authenticated, not authorized
+    assert (status, json.loads(body)["reason"]) == (403, "Forbidden")
+    assert 'User "system:anonymous" cannot' in json.loads(body)["message"]
+    status, body = refused(EXEC_CAT.replace("/p/", "/nosuch/"), token)
+    assert status == 404
+    assert json.loads(body)["message"] == 'pods "nosuch" not found'
+    status, body = refused("/api/v1/namespaces/default/pods/nosuch/portforward", token)
+    assert (status, json.loads(body)["reason"]) == (404, "NotFound")
+    status, body = refused(EXEC_CAT, token, upgrade="h2c")
+    assert (status, json.loads(body)["message"]) == (400, "Upgrade request required")
+    status, body = refused(EXEC_CAT, token, protocols=[])
+    assert status == 400
+    assert "X-Stream-Protocol-Version is required" in json.loads(body)["message"]
+    status, body = refused(EXEC_CAT, token, protocols=["v9.channel.k8s.io"])
+    assert status == 403
+    assert "unable to negotiate protocol: client supports [v9.channel.k8s.io]" in \
+        json.loads(body)["message"]
+    # the agent: only the API server's token; a container or pod it does not run is 404
+    agent_exec = "/exec/default/p/app?command=cat&stdin=1&stdout=1"
+    assert refused(agent_exec, None, to_agent=True) == (401, "Unauthorized")
+    assert refused(agent_exec, "wrong", to_agent=True) == (401, "Unauthorized")
+    assert refused(agent_exec.replace("/app?", "/nope?"), env.token, to_agent=True) == \
+        (404, 'container not found ("nope")')
+    assert refused("/portForward/default/nosuch", env.token, ["portforward.k8s.io"],
+                   to_agent=True) == (404, 'pod "nosuch" not found')
+    assert refused("/exec/default/p/app?stdout=1", env.token, to_agent=True) == \
+        (400, "you must specify a command to execute")
+
+
+def test_agent_gives_up_on_streams_that_never_come(env: Env) -> None:
+    server = env.kubelet_app
+    saved = server.stream_creation_timeout
+    server.stream_creation_timeout = 0.5
+    try:
+        with _raw(env, to_agent=True) as client:
+            path = "/exec/default/p/app?command=sleep&command=1000&stdout=1"
+            assert client.upgrade(path, env.token, V4_AND_OLDER)[0] == 101
+            assert isinstance(client.open(1, "error"), spdy.SynReply)
+            # no stdout stream: the agent hangs up (and ends the process)
+            assert client.next_frame() is None
+    finally:
+        server.stream_creation_timeout = saved
 
 
 def test_agent_requires_the_api_servers_token(env: Env) -> None:

@@ -67,6 +67,15 @@ def test_bad_frames_are_refused(wire: bytes) -> None:
         spdy.Framer().feed(wire)
 
 
+@pytest.mark.parametrize("head", [
+    b"\xff" * 8,  # a control frame of version 0x7fff announcing 16 MiB
+    b"\x00\x00\x00\x00\x00\xff\xff\xff",  # data on stream 0 announcing 16 MiB
+])
+def test_frames_that_cannot_be_spdy3_fail_before_their_payload(head: bytes) -> None:
+    with pytest.raises(spdy.SpdyError):
+        spdy.Framer().feed(head)
+
+
 def test_uppercase_and_duplicate_header_names_are_refused() -> None:
     for block in (spdy.encode_header_block({"ok": ["1"]}).replace(b"ok", b"OK"),
                   struct.pack("!I", 2) + (struct.pack("!I", 1) + b"a" + struct.pack("!I", 0)) * 2):
