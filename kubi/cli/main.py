@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 
 # Admission plugins that `--disable-admission-plugins` may turn off.
 SWITCHABLE_ADMISSION = frozenset({"ServiceAccount"})
+RUNTIME_HELP = ("OCI runtime of the node agent: auto (crun when it works on this host, "
+                "else runc), runc, crun, or a path (default: %(default)s)")
 DEFAULT_DATA_DIR = Path(os.environ.get("KUBI_DATA_DIR", "/var/lib/kubi" if os.geteuid() == 0
                                        else Path.home() / ".kubi"))
 
@@ -33,10 +36,14 @@ def _server(args: argparse.Namespace) -> int:
                           compact_interval=args.compact_interval,
                           advertise=args.advertise_address or "",
                           disabled_admission=frozenset(plugins))
-    if args.disable_agent:
-        # uvloop speeds the API up, but the node agent's container shims hang under it
-        # (their exits are never reported), so only an agent-less server uses it.
-        import uvloop
+    if not args.disable_agent and args.container_runtime != "auto":
+        problem = server.agent_problem(args.container_runtime)
+        if problem:  # a runtime asked for by name must work; auto may end without a node
+            print(f"kubi server: --container-runtime {args.container_runtime}: {problem}",
+                  file=sys.stderr)
+            return 1
+    with contextlib.suppress(ImportError):
+        import uvloop  # faster; its subprocesses keep fds, which runtime/oci.py copes with
 
         uvloop.install()
     if args.registries and not Path(args.registries).is_file():
@@ -48,6 +55,7 @@ def _server(args: argparse.Namespace) -> int:
         disabled_controllers=set(filter(None, args.disable_controllers.split(","))),
         watch_images=args.watch_images, agent=not args.disable_agent,
         node_name=args.node_name or "", agent_netns=args.agent_netns,
+        container_runtime=args.container_runtime,
         registries=Path(args.registries) if args.registries else None)
     try:
         asyncio.run(server.run(config, components))
@@ -66,13 +74,34 @@ def _agent(args: argparse.Namespace) -> int:
         print("kubi agent: --token or --token-file is required (the server writes "
               "DATA_DIR/node-token)", file=sys.stderr)
         return 2
+    ca_file = Path(args.ca_file) if args.ca_file else None
+    if ca_file is not None:
+        try:
+            agent.load_ca(ca_file)
+        except ValueError as err:
+            print(f"kubi agent: --ca-file {ca_file}: {err}", file=sys.stderr)
+            return 2
+    if args.runtime == "oci":
+        problem = agent.runtime_problem(args.container_runtime)
+        if problem:
+            print(f"kubi agent: --container-runtime {args.container_runtime}: {problem}",
+                  file=sys.stderr)
+            return 1
+    options = agent.AgentOptions(
+        container_runtime=args.container_runtime,
+        server=args.server, token=token, ca_file=ca_file, runtime=args.runtime,
+        node_name=args.node_name or agent.default_node_name(), data_dir=Path(args.data_dir),
+        simulated_nodes=args.simulated_nodes,
+        registries=Path(args.registries) if args.registries else None,
+        netns=args.agent_netns, node_ip=args.node_ip or "",
+        kubelet_address=args.kubelet_address, kubelet_port=args.kubelet_port)
     try:
-        agent.main(args.server, token, Path(args.ca_file) if args.ca_file else None,
-                   args.runtime, args.node_name or agent.default_node_name(),
-                   args.simulated_nodes, Path(args.data_dir),
-                   Path(args.registries) if args.registries else None, args.agent_netns)
+        agent.main(options)
     except StatusError as err:
         print(f"kubi agent: the server refused: {err.message}", file=sys.stderr)
+        return 1
+    except agent.JoinError as err:
+        print(f"kubi agent: {err}", file=sys.stderr)
         return 1
     except OSError as err:
         print(f"kubi agent: cannot reach {args.server}: {err}", file=sys.stderr)
@@ -127,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--disable-agent", action="store_true",
                         help="do not run a node agent (real containers) for this machine")
     server.add_argument("--node-name", help="this machine's node name (default: host name)")
+    server.add_argument("--container-runtime", default="auto", metavar="NAME",
+                        help=RUNTIME_HELP)
     server.add_argument("--agent-netns", metavar="NAME",
                         help="set up pod networking inside this network namespace "
                              "(sandboxes and tests) instead of the host's")
@@ -148,11 +179,20 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
                        help="containers, images and volumes (default: %(default)s)")
     agent.add_argument("--runtime", default="oci", choices=["oci", "simulated"],
-                       help="container runtime driver (default: oci, i.e. runc)")
+                       help="container runtime driver (default: oci, i.e. runc or crun)")
     agent.add_argument("--registries", metavar="FILE",
                        help="registry mirrors and credentials (k3s registries.yaml format)")
+    agent.add_argument("--container-runtime", default="auto", metavar="NAME",
+                       help=RUNTIME_HELP)
     agent.add_argument("--agent-netns", metavar="NAME",
                        help="set up pod networking inside this network namespace")
+    agent.add_argument("--node-ip", metavar="IP",
+                       help="the node's InternalIP (default: the first global IPv4 address)")
+    agent.add_argument("--kubelet-address", default="0.0.0.0", metavar="ADDR",
+                       help="where the agent serves logs/exec/port-forward for the API server "
+                            "(default: %(default)s; a specific address is also advertised)")
+    agent.add_argument("--kubelet-port", type=int, default=10250, metavar="PORT",
+                       help="the agent's HTTPS port (default: %(default)s; 0: any free port)")
     agent.add_argument("--simulated-nodes", type=int, default=1, metavar="N",
                        help="with --runtime simulated: run N nodes named NODE-NAME-0…")
     agent.set_defaults(func=_agent)

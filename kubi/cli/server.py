@@ -37,6 +37,7 @@ class Components:
     agent: bool = True
     node_name: str = ""
     agent_netns: str | None = None  # pod networking inside this network namespace
+    container_runtime: str = "auto"  # the agent's OCI runtime: auto, runc, crun or a path
     disabled_controllers: set[str] = field(default_factory=set)
     controller_options: ControllerOptions = field(default_factory=ControllerOptions)
 
@@ -76,13 +77,21 @@ async def _image_watcher(client: Client, components: Components) -> None:
     await ImageWatcher(client, registries, watch_all=components.watch_images).run()
 
 
-def agent_problem() -> str:
+def agent_problem(container_runtime: str = "auto") -> str:
     """Why this machine cannot run real containers, or "" when it can."""
+    from kubi.kubelet.runtime.runtimes import RuntimeUnavailableError, resolve_runtime
+
     if os.geteuid() != 0:
         return "the node agent needs root"
-    missing = [tool for tool in ("runc", "ip", "nft", "nsenter", "unshare")
+    missing = [tool for tool in ("ip", "nft", "nsenter", "unshare")
                if shutil.which(tool) is None]
-    return f"the node agent needs {', '.join(missing)}" if missing else ""
+    if missing:
+        return f"the node agent needs {', '.join(missing)}"
+    try:
+        resolve_runtime(container_runtime)
+    except RuntimeUnavailableError as error:
+        return str(error)
+    return ""
 
 
 async def _agent(client: Client, config: ServerConfig, components: Components,
@@ -93,7 +102,7 @@ async def _agent(client: Client, config: ServerConfig, components: Components,
         node_name=components.node_name or socket.gethostname().lower(),
         data_dir=config.data_dir / "agent", registries_config=components.registries,
         node_netns=components.agent_netns, api_token=token, api_bind="127.0.0.1",
-        api_port=0, api_advertise="127.0.0.1")
+        api_port=0, api_advertise="127.0.0.1", oci_runtime=components.container_runtime)
     if components.agent_netns:
         # In a given node namespace, pod namespaces and cgroups are named after it, so the
         # whole node can be found and removed as one (several may share a machine).
@@ -113,7 +122,7 @@ async def run(config: ServerConfig, components: Components) -> None:
     components.controller_options.extra.setdefault("data_dir", str(config.data_dir / "agent"))
     coroutines = component_tasks(client, components)
     if components.agent:
-        problem = agent_problem()
+        problem = agent_problem(components.container_runtime)
         if problem:
             log.warning("%s: running without a node (pass --disable-agent to silence this)",
                         problem)

@@ -84,7 +84,7 @@ class AgentConfig:
     bridge: str = "kubi0"
     netns_prefix: str = "kubi-"
     nft_table: str = "kubi"
-    oci_runtime: str = "runc"
+    oci_runtime: str = "auto"  # auto (crun when it works here, else runc), runc, crun, a path
     rootfs_method: str = "auto"  # prepare_rootfs: auto, overlay or copy
     runtime: RuntimeService | None = None  # injected runtime; None: runc under data_dir
     images: ImageStore | None = None  # injected image store; None: one under data_dir

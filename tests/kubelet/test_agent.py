@@ -169,7 +169,7 @@ def test_simple_pod_serves_through_nginx_and_survives_an_agent_restart(
                 node_obj = await client.get("nodes", "node-1")
                 assert node_obj["spec"]["podCIDR"] == POD_CIDR
                 info = node_obj["status"]["nodeInfo"]
-                assert info["containerRuntimeVersion"].startswith("runc://")
+                assert info["containerRuntimeVersion"].startswith(("runc://", "crun://"))
                 assert info["kubeletVersion"] == "v1.32.0+kubi"
                 assert node_obj["status"]["capacity"]["pods"] == "110"
                 assert {"type": "InternalIP", "address": node.config.node_ip} in \

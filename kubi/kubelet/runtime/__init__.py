@@ -1,4 +1,5 @@
-"""The node agent's container runtime layer: a CRI-shaped interface and its runc driver."""
+"""The node agent's container runtime layer: a CRI-shaped interface and its OCI driver
+(oci.py, on runc or crun as runtimes.py chooses)."""
 
 from kubi.kubelet.runtime.interface import (
     ContainerConfig,

@@ -1,9 +1,9 @@
-"""The OCI driver: pods and containers with runc, state kept on disk.
+"""The OCI driver: pods and containers with runc or crun, state kept on disk.
 
 Layout under the runtime root (all of it survives a restart of the agent, so a new
 `OciRuntime` over the same root sees the same sandboxes and containers):
 
-    runc/                         runc --root
+    runc/, crun/                  the OCI runtime's --root (one per runtime binary name)
     sandboxes/<id>/sandbox.json   config, creation time, network, state
     sandboxes/<id>/ns/{ipc,uts}   the pod's IPC and UTS namespaces (bind-mounted files)
     sandboxes/<id>/{hosts,resolv.conf,hostname}
@@ -13,6 +13,15 @@ A pod is a network namespace (network.py) plus IPC and UTS namespaces held by bi
 mounts, so no pause process runs; with shareProcessNamespace a `sleep` started in a new
 PID namespace holds it. Each container is supervised by its own shim, which keeps the
 exit code and times and writes the CRI log.
+
+Which runtime binary runs containers is chosen at construction (runtimes.py: auto, runc,
+crun or a path); each container remembers the binary and state root it was started
+with, so a driver over the same root with another choice still stops and removes it.
+
+Processes that outlive the command starting them (the shim, the PID namespace holder)
+are started through `_run_detaching`, never through the event loop's subprocess
+support: uvloop ignores close_fds, so they would inherit the loop's copies of the other
+end of its stdio pipes and the wait for end-of-output would never finish.
 """
 
 from __future__ import annotations
@@ -28,8 +37,11 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import struct
+import subprocess
 import sys
+import tempfile
 import termios
 import time
 from pathlib import Path
@@ -57,6 +69,7 @@ from kubi.kubelet.runtime.interface import (
 )
 from kubi.kubelet.runtime.logs import format_time_ns
 from kubi.kubelet.runtime.network import PodNetwork, connect_in_netns, run
+from kubi.kubelet.runtime.runtimes import RuntimeBinary, resolve_runtime
 
 SHIM = Path(__file__).with_name("shim.py")
 STOP_POLL_SECONDS = 0.02
@@ -145,34 +158,51 @@ def _labels_match(have: dict[str, str], want: dict[str, str] | None) -> bool:
     return not want or all(have.get(k) == v for k, v in want.items())
 
 
-class OciRuntime:
-    """`RuntimeService` on runc. `network` is None for a node without pod networking
-    (every sandbox then needs host_network)."""
+async def _run_detaching(*argv: str) -> tuple[int, str]:
+    """Run a command that leaves a process behind; (exit code, stderr + stdout).
+    subprocess closes every other descriptor in the child (close_fds), whatever event
+    loop runs, and a thread waits for it."""
+    def call() -> tuple[int, str]:
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                close_fds=True, check=False)
+        return result.returncode, (result.stderr + result.stdout).decode(
+            errors="replace").strip()
+    return await asyncio.to_thread(call)
 
-    def __init__(self, root: Path, network: PodNetwork | None, *, runtime: str = "runc",
+
+class OciRuntime:
+    """`RuntimeService` on an OCI runtime (`runtime`: auto, runc, crun or a path; a
+    choice that cannot work here raises RuntimeUnavailableError). `network` is None for
+    a node without pod networking (every sandbox then needs host_network)."""
+
+    def __init__(self, root: Path, network: PodNetwork | None, *, runtime: str = "auto",
                  cgroup_root: str = cgroups.DEFAULT_PARENT) -> None:
-        binary = shutil.which(runtime)
-        if binary is None:
-            raise RuntimeServiceError(f"OCI runtime {runtime!r} not found")
         if not cgroup_root.startswith("/"):
             raise InvalidArgumentError(f"cgroup root {cgroup_root!r} must be absolute")
+        self.binary: RuntimeBinary = resolve_runtime(runtime)
         self.root = root.absolute()
-        self.runtime = binary
+        self.runtime = self.binary.path
         self.network = network
         self.cgroup_root = cgroup_root.rstrip("/") or "/"
-        self.runc_root = self.root / "runc"
+        self.state_root = self.root / self.binary.name
         self.sandboxes_dir = self.root / "sandboxes"
         self.containers_dir = self.root / "containers"
-        for directory in (self.runc_root, self.sandboxes_dir, self.containers_dir):
+        for directory in (self.state_root, self.sandboxes_dir, self.containers_dir):
             directory.mkdir(parents=True, exist_ok=True)
 
-    async def _runc(self, *args: str, check: bool = True) -> tuple[int, str]:
-        return await run(self.runtime, "--root", str(self.runc_root), *args, check=check)
+    def _runtime_of(self, record: dict[str, Any]) -> tuple[str, str]:
+        """(binary, state root) the container was created with (runc before both were
+        recorded)."""
+        return (record.get("runtime") or shutil.which("runc") or "runc",
+                record.get("runtime_root") or str(self.root / "runc"))
+
+    async def _oci(self, record: dict[str, Any], *args: str,
+                   check: bool = True) -> tuple[int, str]:
+        binary, state_root = self._runtime_of(record)
+        return await run(binary, "--root", state_root, *args, check=check)
 
     async def version(self) -> tuple[str, str]:
-        _, text = await run(self.runtime, "--version")
-        match = re.search(r"version\s+(\S+)", text)
-        return Path(self.runtime).name, match.group(1) if match else "unknown"
+        return self.binary.name, self.binary.version
 
     # -- sandboxes ----------------------------------------------------------------------
 
@@ -255,7 +285,9 @@ class OciRuntime:
             enter.append(f"--net={record['netns_path']}")
         script = ("setsid " + " ".join(enter) + " unshare --pid --fork sleep infinity "
                   "</dev/null >/dev/null 2>&1 & echo $!")
-        _, out = await run("sh", "-c", script)
+        code, out = await _run_detaching("sh", "-c", script)
+        if code != 0:
+            raise RuntimeServiceError(f"the PID namespace holder did not start: {out}")
         parent = int(out.split()[-1])
         for _ in range(500):
             children: list[str] = []
@@ -380,7 +412,8 @@ class OciRuntime:
         bundle.write_spec(directory / "bundle", spec)
         _write_json(directory / "container.json", {
             "id": container_id, "sandbox_id": sandbox_id, "config": _to_json(config),
-            "created_at": _now_ns(), "cgroups_path": cgroups_path})
+            "created_at": _now_ns(), "cgroups_path": cgroups_path,
+            "runtime": self.runtime, "runtime_root": str(self.state_root)})
         return container_id
 
     async def start_container(self, container_id: str) -> None:
@@ -389,15 +422,16 @@ class OciRuntime:
         if (directory / "shim.json").exists() or (directory / "exit.json").exists():
             raise InvalidArgumentError(f"container {container_id} was already started")
         config = record["config"]
+        binary, state_root = self._runtime_of(record)
         _write_json(directory / "shim.json", {
-            "runtime": self.runtime, "runtime_root": str(self.runc_root), "id": container_id,
+            "runtime": binary, "runtime_root": state_root, "id": container_id,
             "bundle": str(directory / "bundle"), "log_path": config["log_path"],
             "tty": config["tty"], "stdin": config["stdin"],
             "stdin_once": config["stdin_once"]})
-        code, message = await run(sys.executable, "-I", "-S", str(SHIM), str(directory),
-                                  check=False)
+        code, message = await _run_detaching(sys.executable, "-I", "-S", str(SHIM),
+                                             str(directory))
         if code != 0:
-            await self._runc("delete", "--force", container_id, check=False)
+            await self._oci(record, "delete", "--force", container_id, check=False)
             _write_json(directory / "exit.json", {
                 "exit_code": START_ERROR_EXIT_CODE, "finished_at": _now_ns(),
                 "oom_killed": False, "reason": "StartError", "message": message})
@@ -471,14 +505,14 @@ class OciRuntime:
 
     async def stop_container(self, container_id: str, timeout: float) -> None:
         """SIGTERM, up to `timeout` seconds, then SIGKILL (at once when timeout <= 0)."""
-        status = await self.container_status(container_id)
-        if status.state != ContainerState.RUNNING:
+        record = self._container_record(container_id)
+        if self._status(record).state != ContainerState.RUNNING:
             return
         if timeout > 0:
-            await self._runc("kill", container_id, "TERM", check=False)
+            await self._oci(record, "kill", container_id, "TERM", check=False)
             if await self._wait_exited(container_id, timeout):
                 return
-        await self._runc("kill", container_id, "KILL", check=False)
+        await self._oci(record, "kill", container_id, "KILL", check=False)
         if not await self._wait_exited(container_id, KILL_WAIT_SECONDS):
             raise RuntimeServiceError(f"container {container_id} did not die after SIGKILL")
 
@@ -489,25 +523,27 @@ class OciRuntime:
         except NotFoundError:
             return
         await self.stop_container(container_id, 0)
-        await self._runc("delete", "--force", container_id, check=False)
+        await self._oci(record, "delete", "--force", container_id, check=False)
         cgroups.remove(record["cgroups_path"])
         shutil.rmtree(self.containers_dir / container_id, ignore_errors=True)
 
     # -- exec, attach, port forward, logs -----------------------------------------------
 
-    async def _require_running(self, container_id: str) -> None:
-        status = await self.container_status(container_id)
-        if status.state != ContainerState.RUNNING:
+    async def _require_running(self, container_id: str) -> tuple[str, str]:
+        """The container's (runtime binary, state root); it must be running."""
+        record = self._container_record(container_id)
+        if self._status(record).state != ContainerState.RUNNING:
             raise RuntimeServiceError(f"container {container_id} is not running")
+        return self._runtime_of(record)
 
     async def exec_sync(self, container_id: str, cmd: list[str],
                         timeout: float | None = None) -> ExecResult:
         if not cmd:
             raise InvalidArgumentError("exec needs a command")
-        await self._require_running(container_id)
+        binary, state_root = await self._require_running(container_id)
         pid_file = self.containers_dir / container_id / f"exec-{secrets.token_hex(6)}.pid"
         process = await asyncio.create_subprocess_exec(
-            self.runtime, "--root", str(self.runc_root), "exec", "--pid-file", str(pid_file),
+            binary, "--root", state_root, "exec", "--pid-file", str(pid_file),
             container_id, *cmd, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:
@@ -526,15 +562,19 @@ class OciRuntime:
                    stdin: bool = False) -> StreamSession:
         if not cmd:
             raise InvalidArgumentError("exec needs a command")
-        await self._require_running(container_id)
+        binary, state_root = await self._require_running(container_id)
         pid_file = self.containers_dir / container_id / f"exec-{secrets.token_hex(6)}.pid"
-        argv = [self.runtime, "--root", str(self.runc_root), "exec", "--pid-file",
+        argv = [binary, "--root", state_root, "exec", "--pid-file",
                 str(pid_file), *(["-t"] if tty else []), container_id, *cmd]
         if not tty:
             process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             return PipeSession(process, pid_file)
+        name = self.binary.name if binary == self.runtime else Path(binary).name
+        if name == "crun":
+            return await self._exec_with_console_socket(binary, state_root, container_id,
+                                                        cmd, pid_file)
         master, slave = os.openpty()
         fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
         try:
@@ -547,6 +587,62 @@ class OciRuntime:
         finally:
             os.close(slave)
         return TerminalSession(process, master, pid_file)
+
+    async def _exec_with_console_socket(self, binary: str, state_root: str,
+                                        container_id: str, cmd: list[str],
+                                        pid_file: Path) -> StreamSession:
+        """A tty exec whose terminal the runtime hands over (--console-socket): crun's own
+        relay of a terminal it is run on does not pass window size changes on."""
+        directory = Path(tempfile.mkdtemp(prefix="kubi-exec-"))  # short: a unix socket path
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(directory / "console.sock"))
+            listener.listen(1)
+            listener.setblocking(False)
+            process = await asyncio.create_subprocess_exec(
+                binary, "--root", state_root, "exec", "--pid-file", str(pid_file),
+                "--console-socket", str(directory / "console.sock"), "--tty", container_id,
+                *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE)
+            fds = await self._receive_terminal(process, listener, container_id, pid_file)
+        finally:
+            listener.close()
+            shutil.rmtree(directory, ignore_errors=True)
+        if not fds:
+            raise RuntimeServiceError(f"exec in {container_id}: no terminal from the runtime")
+        fcntl.ioctl(fds[0], termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        return TerminalSession(process, fds[0], pid_file)
+
+    async def _receive_terminal(self, process: asyncio.subprocess.Process,
+                                listener: socket.socket, container_id: str,
+                                pid_file: Path) -> list[int]:
+        """The terminal the runtime sends to `listener`; an error if it exits first."""
+        loop = asyncio.get_running_loop()
+        accepting = asyncio.ensure_future(loop.sock_accept(listener))
+        exiting = asyncio.ensure_future(process.wait())
+        try:
+            await asyncio.wait([accepting, exiting], timeout=KILL_WAIT_SECONDS,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exiting.cancel()
+            if not accepting.done():
+                accepting.cancel()
+        if accepting.cancelled() or accepting.exception() is not None:
+            if process.returncode is None:
+                _kill_exec(pid_file)
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+            assert process.stderr is not None
+            error = (await process.stderr.read()).decode(errors="replace").strip()
+            await process.wait()
+            raise RuntimeServiceError(f"exec in {container_id} failed: "
+                                      f"{error or 'no terminal from the runtime'}")
+        connection, _ = accepting.result()
+        with connection:
+            connection.setblocking(True)
+            connection.settimeout(KILL_WAIT_SECONDS)
+            _, fds, _, _ = socket.recv_fds(connection, 4096, 1)
+        return fds
 
     async def attach(self, container_id: str) -> StreamSession:
         await self._require_running(container_id)
@@ -629,7 +725,8 @@ class PipeSession:
 
 class TerminalSession:
     """A tty exec: `runc exec -t` with a pseudo-terminal of ours as its controlling
-    terminal; runc relays it to the container's terminal, resizes included (SIGWINCH)."""
+    terminal, which runc relays to the container's terminal, resizes included
+    (SIGWINCH); or the container's terminal itself (crun, --console-socket)."""
 
     tty = True
 

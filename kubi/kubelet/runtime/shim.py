@@ -1,7 +1,8 @@
 """The supervisor of one container: `python -I -S shim.py <container dir>`.
 
 Standard library only and started by file path (no package imports), so it stays small.
-It starts `runc run -d`, becomes the container's parent (child subreaper), writes its
+It starts `<runtime> run -d` (runc or crun: neither keeps the exit code of a detached
+container), becomes the container's parent (child subreaper), writes its
 stdout/stderr to the CRI log file, serves attachments on `attach.sock`, and records the
 exit code and times in files, so all of it survives a restart of the node agent.
 
@@ -10,7 +11,13 @@ The process the agent starts waits until the container runs, prints an error and
 
 Files in the container dir: shim.json (input: runtime, runtime_root, id, bundle,
 log_path, tty, stdin, stdin_once), shim.pid, started.json {pid, started_at},
-exit.json {exit_code, finished_at, oom_killed}, runc.log, attach.sock.
+exit.json {exit_code, finished_at, oom_killed}, runc.log (the runtime's JSON log,
+whichever runtime), attach.sock.
+
+It closes every descriptor it inherited beyond stdio first: the daemon half lives as long
+as the container, and a descriptor it kept (uvloop's subprocess support ignores
+close_fds) would hold a pipe of the agent open, so the agent would wait for its end
+forever.
 
 Attach protocol, frames of `type (1 byte) | length (4 bytes, big endian) | payload`:
 to the shim 0 stdin data, 1 close stdin, 3 resize (width, height as two u16);
@@ -140,8 +147,8 @@ def oom_kills(cgroup_dir: str) -> int:
     return 0
 
 
-def runc_error(log_path: str) -> str:
-    """The last error runc logged (its --log file, JSON lines)."""
+def runtime_error(log_path: str) -> str:
+    """The last error the runtime logged (its --log file, JSON lines: runc and crun)."""
     message = ""
     with contextlib.suppress(OSError), open(log_path) as file:
         for line in file:
@@ -168,13 +175,14 @@ class Shim:
         self.reopen_requested = False
 
     def runc_argv(self, *args: str) -> list[str]:
+        # Absolute: crun resolves relative paths against the bundle, runc the cwd.
         return [str(self.config["runtime"]), "--root", str(self.config["runtime_root"]),
-                "--log", "runc.log", "--log-format", "json", *args]
+                "--log", os.path.abspath("runc.log"), "--log-format", "json", *args]
 
     def start(self) -> int:
         """Start the container; returns its pid or raises RuntimeError."""
         devnull = os.open(os.devnull, os.O_RDWR)
-        args = ["run", "-d", "--pid-file", "container.pid", "--bundle",
+        args = ["run", "-d", "--pid-file", os.path.abspath("container.pid"), "--bundle",
                 str(self.config["bundle"])]
         console = None
         if self.tty:
@@ -227,7 +235,8 @@ class Shim:
                 os.unlink("console.sock")
         os.close(devnull)
         if status != 0:
-            raise RuntimeError(runc_error("runc.log") or f"runc run exited with {status}")
+            name = os.path.basename(str(self.config["runtime"]))
+            raise RuntimeError(runtime_error("runc.log") or f"{name} run exited with {status}")
         with open("container.pid") as file:
             return int(file.read().strip())
 
@@ -422,6 +431,7 @@ def supervise(directory: str, report: int) -> None:
 
 
 def main() -> None:
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     directory = os.path.abspath(sys.argv[1])
     os.chdir(directory)  # runc gets relative socket paths: unix paths are short
     report_r, report_w = os.pipe()
