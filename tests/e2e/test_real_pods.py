@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -214,3 +215,61 @@ spec:
     wait_for(lambda: "kept" in cluster.kubectl("logs", "store-0", check=False).stdout)
     cluster.kubectl("delete", "statefulset", "store")
     cluster.kubectl("delete", "pvc", "data-store-0")
+
+
+def _jobs_of(cluster: Cluster, cronjob: str) -> list[dict]:
+    """The live Jobs the CronJob controls, oldest first."""
+    jobs = json.loads(cluster.kubectl("get", "jobs", "-o", "json").stdout)["items"]
+    return sorted((j for j in jobs
+                   if any(ref.get("kind") == "CronJob" and ref.get("name") == cronjob
+                          for ref in j["metadata"].get("ownerReferences") or [])
+                   and "deletionTimestamp" not in j["metadata"]),
+                  key=lambda j: j["metadata"]["creationTimestamp"])
+
+
+def test_cronjob_runs_real_containers_on_schedule(real: tuple[Cluster, str]) -> None:
+    cluster, _ = real
+    cluster.kubectl("create", "cronjob", "tick", "--image=busybox", "--schedule=*/1 * * * *",
+                    "--", "sh", "-c", "echo tick-from-$(hostname)")
+    try:
+        cluster.kubectl("patch", "cronjob", "tick", "--type=merge", "-p",
+                        '{"spec":{"successfulJobsHistoryLimit":1}}')
+        # A run by hand (no minute's wait), then the controller's own on the minute.
+        cluster.kubectl("create", "job", "tick-by-hand", "--from=cronjob/tick")
+        cluster.kubectl("wait", "--for=condition=complete", "job/tick-by-hand",
+                        "--timeout=180s")
+        assert "tick-from-tick-by-hand-" in cluster.kubectl("logs", "job/tick-by-hand").stdout
+
+        def scheduled() -> str:
+            names = [j["metadata"]["name"] for j in _jobs_of(cluster, "tick")
+                     if "batch.kubernetes.io/cronjob-scheduled-timestamp"
+                     in (j["metadata"].get("annotations") or {})]
+            return names[0] if names else ""
+
+        name = str(wait_for(scheduled, timeout=90, cluster=cluster))
+        # No second scheduled run while the history is checked.
+        cluster.kubectl("patch", "cronjob", "tick", "--type=merge", "-p",
+                        '{"spec":{"suspend":true}}')
+        assert name.startswith("tick-") and name[len("tick-"):].isdigit()
+        cluster.kubectl("wait", "--for=condition=complete", f"job/{name}", "--timeout=180s")
+        assert f"tick-from-{name}-" in cluster.kubectl("logs", f"job/{name}").stdout
+        header, row = cluster.kubectl("get", "cronjob", "tick").stdout.splitlines()
+        column = header.index("LAST SCHEDULE")
+        last_schedule = row[column:].split()[0]
+        assert re.fullmatch(r"\d+[smhd](\d+[smh])?", last_schedule), (header, row)
+        status = json.loads(cluster.kubectl("get", "cronjob", "tick", "-o", "json").stdout)[
+            "status"]
+        assert status["lastScheduleTime"] and status["lastSuccessfulTime"]
+
+        # successfulJobsHistoryLimit 1: a newer finished Job prunes the older ones.
+        cluster.kubectl("create", "job", "tick-latest", "--from=cronjob/tick")
+        cluster.kubectl("wait", "--for=condition=complete", "job/tick-latest",
+                        "--timeout=180s")
+        wait_for(lambda: [j["metadata"]["name"] for j in _jobs_of(cluster, "tick")]
+                 == ["tick-latest"], timeout=60, cluster=cluster)
+        # Their pods went with them (background propagation).
+        wait_for(lambda: not [p for p in cluster.kubectl(
+            "get", "pods", "-o", "name").stdout.split()
+            if p.startswith(("pod/tick-by-hand-", f"pod/{name}-"))], timeout=60)
+    finally:
+        cluster.kubectl("delete", "cronjob", "tick", "--cascade=foreground", check=False)
