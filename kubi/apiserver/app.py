@@ -270,6 +270,8 @@ class APIServer:
 
     async def _resource(self, request: Request, group: str, version: str,
                         parts: list[str]) -> Response | StreamResponse:
+        if subresources.is_proxy(group, parts):  # takes any path after it
+            return await subresources.proxy(self, request, parts)
         legacy_watch = parts[0] == "watch"
         if legacy_watch:
             parts = parts[1:]

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 Obj = dict[str, Any]
 
-STREAMING = ("log", "exec", "attach", "portforward", "proxy")
+STREAMING = ("log", "exec", "attach", "portforward")
 
 
 async def handle(server: APIServer, request: Request, target: Target,
@@ -233,6 +233,21 @@ async def _streaming(server: APIServer, request: Request,
     if target.info.kind == "Pod" and target.subresource == "log":
         return await proxy.stream_logs(server, request, target)
     return await proxy.plain_upgrade(server, request, target)
+
+
+def is_proxy(group: str, parts: list[str]) -> bool:
+    """Whether a resource path (after /api/v1 or /apis/G/V) is a pod, service or node
+    proxy: those take any path after `proxy`, every method and any Accept."""
+    from kubi.apiserver import proxy
+
+    return proxy.proxy_parts(group, parts)
+
+
+async def proxy(server: APIServer, request: Request, parts: list[str]) -> Response:
+    """pods/NAME/proxy/…, services/NAME/proxy/…, nodes/NAME/proxy/… (proxy.py)."""
+    from kubi.apiserver import proxy as proxying
+
+    return await proxying.serve_proxy(server, request, parts)
 
 
 async def review(server: APIServer, request: Request, target: Target) -> Response:

@@ -1,6 +1,16 @@
-"""The node agent's HTTPS API, as the kubelet's: logs, exec, attach, port-forward.
+"""The node agent's HTTPS API, as the kubelet's: logs, exec, attach, port-forward, the
+read-only endpoints (pods, stats, configz, metrics) and a TCP tunnel into pods.
 
-    GET /healthz
+    GET /healthz                              "ok"
+    GET /pods                                 PodList of the pods this agent runs
+    GET /runningpods/                         PodList of the pods the runtime has
+    GET /stats/summary[?only_cpu_and_memory=true]  Summary (stats.k8s.io/v1alpha1)
+    GET /configz                              {"kubeletconfig": {...}}
+    GET /metrics, /metrics/resource           Prometheus text
+    UPGRADE /portTunnel/{ns}/{pod}/{port}     `Upgrade: tcp`, answered 101 once the
+        agent connected to localhost:PORT in the pod's network namespace; then the
+        connection carries that TCP stream (what the API server's pod and service
+        proxy dial through, as k3s's egress tunnel)
     GET /containerLogs/{ns}/{pod}/{container}?follow&previous&tailLines&sinceSeconds
         &sinceTime&timestamps&limitBytes
     WS  /exec/{ns}/{pod}/{container}?command=…&stdin&stdout&stderr&tty   (channel protocol)
@@ -28,15 +38,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import errno
 import hmac
 import logging
+import os
+import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+import orjson
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
 from websockets.server import ServerProtocol
@@ -50,6 +64,7 @@ from kubi.api.upgrade import (
     can_upgrade,
     upgrade_requested,
 )
+from kubi.kubelet import stats as kstats
 from kubi.kubelet.runtime import logs as crilogs
 from kubi.kubelet.runtime.interface import (
     ContainerState,
@@ -76,6 +91,7 @@ Send = Callable[[Message], Awaitable[None]]
 Connector = Callable[[int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 ContainerResolver = Callable[[str, str, str, bool], Awaitable[str | None]]
 SandboxResolver = Callable[[str, str], Awaitable[str | None]]
+PodSource = Callable[[], Iterable[dict[str, Any]]]
 
 LABEL_NAMESPACE = "io.kubernetes.pod.namespace"
 LABEL_POD = "io.kubernetes.pod.name"
@@ -93,6 +109,12 @@ SPDY_31 = "SPDY/3.1"
 PROTOCOL_VERSION_HEADER = "x-stream-protocol-version"
 ACCEPTED_VERSIONS_HEADER = "X-Accepted-Stream-Protocol-Versions"
 DEFAULT_PORT = 10250
+TUNNEL_UPGRADE = "tcp"
+JSON = "application/json"
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+# The kubelet's read-only GET endpoints (path -> route kind).
+READ_ONLY = {"pods": "pods", "runningpods": "runningpods", "stats/summary": "summary",
+             "configz": "configz", "metrics": "metrics", "metrics/resource": "resources"}
 LOG_STATE_POLL = 0.2
 
 
@@ -174,16 +196,23 @@ def log_options(query: dict[str, list[str]]) -> crilogs.LogOptions:
 
 @dataclass
 class _Route:
-    kind: str  # containerLogs, exec, attach, portForward, healthz
+    kind: str  # containerLogs, exec, attach, portForward, portTunnel, healthz, READ_ONLY's
     namespace: str = ""
     pod: str = ""
     container: str = ""
+    port: int = 0
 
 
 def _route(path: str) -> _Route:
     parts = [unquote(p) for p in path.strip("/").split("/")]
     if parts == ["healthz"]:
         return _Route("healthz")
+    if "/".join(parts) in READ_ONLY:
+        return _Route(READ_ONLY["/".join(parts)])
+    if parts[0] == "portTunnel" and len(parts) == 4:
+        if not parts[3].isdigit() or not 0 < int(parts[3]) < 65536:
+            raise HTTPError(400, f'invalid port "{parts[3]}"')
+        return _Route("portTunnel", parts[1], parts[2], port=int(parts[3]))
     if parts[0] in ("containerLogs", "exec", "attach") and len(parts) in (4, 5):
         # /exec/{ns}/{pod}/{uid}/{container} is the kubelet's form with a pod uid
         return _Route(parts[0], parts[1], parts[2], parts[-1])
@@ -195,13 +224,19 @@ def _route(path: str) -> _Route:
 class KubeletServer:
     """The ASGI application. `token`: the one bearer token accepted;
     `stream_creation_timeout`: how long a SPDY exec/attach client may take to open its
-    streams."""
+    streams; `node_name`: the node's name (stats); `pods`: the Pod objects the agent
+    runs (/pods; without it /pods lists what the runtime runs, as /runningpods/);
+    `configuration`: the /configz document (configz.kubelet_configuration);
+    `pods_cgroup`: the cgroup all pods live under (default: the runtime's
+    `cgroup_root`); `root_dir`: the agent's data directory (node file-system stats)."""
 
     def __init__(self, runtime: RuntimeService, token: str,
                  resolve_container: ContainerResolver | None = None,
                  resolve_sandbox: SandboxResolver | None = None,
-                 stream_creation_timeout: float = spdy_remotecommand.STREAM_CREATION_TIMEOUT
-                 ) -> None:
+                 stream_creation_timeout: float = spdy_remotecommand.STREAM_CREATION_TIMEOUT,
+                 *, node_name: str = "", pods: PodSource | None = None,
+                 configuration: dict[str, Any] | None = None, pods_cgroup: str | None = None,
+                 root_dir: Path | None = None) -> None:
         if not token:
             raise ValueError("the kubelet server needs a token to authenticate callers")
         default_container, default_sandbox = label_resolvers(runtime)
@@ -210,6 +245,12 @@ class KubeletServer:
         self.resolve_container = resolve_container or default_container
         self.resolve_sandbox = resolve_sandbox or default_sandbox
         self.stream_creation_timeout = stream_creation_timeout
+        self.node_name = node_name or os.uname().nodename
+        self.pods = pods
+        self.configuration = configuration
+        if pods_cgroup is None:
+            pods_cgroup = str(getattr(runtime, "cgroup_root", "") or "")
+        self.stats = kstats.StatsProvider(runtime, self.node_name, pods_cgroup, root_dir)
         self.closing = asyncio.Event()
 
     # -- ASGI -------------------------------------------------------------------------------
@@ -235,6 +276,15 @@ class KubeletServer:
                 await _respond(send, 200, b"ok")
                 return
             self._authenticate(headers)
+            if route.kind == "portTunnel":
+                await self._tunnel(scope, route)
+                return
+            if route.kind in READ_ONLY.values():
+                if scope.get("method") not in ("GET", "HEAD"):
+                    raise HTTPError(405, "405: Method Not Allowed")
+                body, content_type = await self._read_only(route.kind, query)
+                await _respond(send, 200, body, content_type)
+                return
             if route.kind != "containerLogs":
                 await self._spdy(scope, route, query)
                 return
@@ -251,6 +301,86 @@ class KubeletServer:
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
                                                                  self.token.encode()):
             raise HTTPError(401, "Unauthorized")
+
+    # -- read-only endpoints ----------------------------------------------------------------
+
+    async def _read_only(self, kind: str, query: dict[str, list[str]]) -> tuple[bytes, str]:
+        if kind == "pods":
+            items = list(self.pods()) if self.pods is not None else await self._running_pods()
+            return _json({"kind": "PodList", "apiVersion": "v1", "metadata": {},
+                          "items": items}), JSON
+        if kind == "runningpods":
+            return _json({"kind": "PodList", "apiVersion": "v1", "metadata": {},
+                          "items": await self._running_pods()}), JSON
+        if kind == "summary":
+            return _json(await self.stats.summary(_flag(query, "only_cpu_and_memory"))), JSON
+        if kind == "configz":
+            return _json(self.configuration or {"kubeletconfig": {
+                "kind": "KubeletConfiguration",
+                "apiVersion": "kubelet.config.k8s.io/v1beta1", "enableServer": True}}), JSON
+        if kind == "resources":
+            return kstats.resource_metrics(await self.stats.summary(True)).encode(), \
+                PROMETHEUS_TEXT
+        return (await self._metrics()).encode(), PROMETHEUS_TEXT
+
+    async def _running_pods(self) -> list[dict[str, Any]]:
+        """Pods as the runtime knows them (the kubelet's /runningpods/): name, namespace,
+        uid and the running containers' names and images."""
+        pods: list[dict[str, Any]] = []
+        for sandbox in await self.runtime.list_pod_sandbox(SandboxState.READY):
+            containers = await self.runtime.list_containers(sandbox_id=sandbox.id,
+                                                            state=ContainerState.RUNNING)
+            pods.append({"metadata": {"name": sandbox.config.name,
+                                      "namespace": sandbox.config.namespace,
+                                      "uid": sandbox.config.uid, "creationTimestamp": None},
+                         "spec": {"containers": [
+                             {"name": c.labels.get(LABEL_CONTAINER) or c.name,
+                              "image": c.image, "resources": {}}
+                             for c in containers if c.state == ContainerState.RUNNING]},
+                         "status": {}})
+        return pods
+
+    async def _metrics(self) -> str:
+        """The few kubelet metrics this agent knows (Prometheus text)."""
+        sandboxes = await self.runtime.list_pod_sandbox(SandboxState.READY)
+        states: dict[str, int] = {}
+        for container in await self.runtime.list_containers():
+            state = container.state.value.removeprefix("CONTAINER_").lower()
+            states[state] = states.get(state, 0) + 1
+        node = self.node_name.replace("\\", "\\\\").replace('"', '\\"')
+        lines = ["# HELP kubelet_node_name [ALPHA] The node's name. The count is always 1.",
+                 "# TYPE kubelet_node_name gauge", f'kubelet_node_name{{node="{node}"}} 1',
+                 "# HELP kubelet_running_containers [ALPHA] Number of containers currently "
+                 "running", "# TYPE kubelet_running_containers gauge",
+                 *(f'kubelet_running_containers{{container_state="{state}"}} {count}'
+                   for state, count in sorted(states.items())),
+                 "# HELP kubelet_running_pods [ALPHA] Number of pods that have a running pod "
+                 "sandbox", "# TYPE kubelet_running_pods gauge",
+                 f"kubelet_running_pods {len(sandboxes)}"]
+        return "\n".join(lines) + "\n"
+
+    # -- the tunnel into pods ---------------------------------------------------------------
+
+    async def _tunnel(self, scope: Scope, route: _Route) -> None:
+        """A TCP connection to localhost:PORT in the pod, over an upgraded connection."""
+        if scope.get("method") != "POST":
+            raise HTTPError(405, "405: Method Not Allowed")
+        if upgrade_requested(scope) != TUNNEL_UPGRADE:
+            raise HTTPError(400, "unable to upgrade: missing upgrade headers in request")
+        if not can_upgrade(scope):
+            raise HTTPError(400, "unable to upgrade: this server cannot take over "
+                                 "connections (serve it with UpgradeHttpProtocol)")
+        connect, _ = await self._sandbox(route)
+        try:
+            reader, writer = await connect(route.port)
+        except (RuntimeServiceError, OSError) as err:
+            raise HTTPError(502, _dial_error(err)) from None
+        try:
+            connection = await accept_upgrade(scope, TUNNEL_UPGRADE)
+        except UpgradeRefused:
+            writer.close()
+            return
+        await _splice(connection, reader, writer, self.closing)
 
     # -- logs -------------------------------------------------------------------------------
 
@@ -322,7 +452,7 @@ class KubeletServer:
 
         try:
             route = _route(scope["path"])
-            if route.kind in ("healthz", "containerLogs"):
+            if route.kind not in ("exec", "attach", "portForward"):
                 raise HTTPError(400, f"{route.kind} is not a streaming endpoint")
             self._authenticate(headers)
             if route.kind == "portForward":
@@ -454,6 +584,49 @@ class KubeletServer:
                 attach=route.kind == "attach", creation_timeout=self.stream_creation_timeout)
         finally:
             await _end_session(stream_session, route)
+
+
+async def _splice(connection: UpgradedConnection, reader: asyncio.StreamReader,
+                  writer: asyncio.StreamWriter, closing: asyncio.Event) -> None:
+    """Copy bytes both ways until either side ends (the API server never half-closes:
+    its end means the exchange is over)."""
+
+    async def inbound() -> None:
+        while data := await connection.read():
+            writer.write(data)
+            await writer.drain()
+
+    async def outbound() -> None:
+        while data := await reader.read(65536):
+            await connection.write(data)
+
+    to_pod, from_pod = asyncio.ensure_future(inbound()), asyncio.ensure_future(outbound())
+    stop = asyncio.ensure_future(closing.wait())
+    try:
+        await asyncio.wait({to_pod, from_pod, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (to_pod, from_pod, stop):
+            task.cancel()
+        for task in (to_pod, from_pod, stop):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        connection.close()
+        writer.close()
+
+
+def _dial_error(err: Exception) -> str:
+    """A failed connect as Go's dialer words it ("connection refused", …)."""
+    number = err.errno if isinstance(err, OSError) else None
+    if number is None:
+        found = re.search(r"\[Errno (\d+)\]", str(err))
+        number = int(found.group(1)) if found else None
+    words = {errno.ECONNREFUSED: "connection refused", errno.EHOSTUNREACH: "no route to host",
+             errno.ENETUNREACH: "network is unreachable", errno.ETIMEDOUT: "i/o timeout"}
+    return words.get(number or 0) or str(err)
+
+
+def _json(obj: Any) -> bytes:
+    return orjson.dumps(obj)
 
 
 async def _end_session(session: StreamSession, route: _Route) -> None:

@@ -1,0 +1,67 @@
+"""The agent's effective configuration as the kubelet's /configz shows it:
+`{"kubeletconfig": {KubeletConfiguration fields}}` (kubelet.config.k8s.io/v1beta1 names,
+durations as Go prints them). Only settings the agent really has are listed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kubi.kubelet.agent import AgentConfig
+
+Obj = dict[str, Any]
+
+
+def go_duration(seconds: float) -> str:
+    """A duration as Go's time.Duration.String prints it: 10s, 1m0s, 1h5m0s, 500ms."""
+    if seconds == 0:
+        return "0s"
+    if abs(seconds) < 1:
+        millis = seconds * 1000
+        return f"{millis:g}ms"
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{secs:g}s"
+    if hours:
+        return f"{sign}{int(hours)}h{int(minutes)}m{text}"
+    if minutes:
+        return f"{sign}{int(minutes)}m{text}"
+    return f"{sign}{text}"
+
+
+def kubelet_configuration(config: AgentConfig, port: int | None = None,
+                          tls_cert: Path | None = None, tls_key: Path | None = None,
+                          max_pods: int = 110) -> Obj:
+    """The KubeletConfiguration the agent runs with (`port`: the one it serves on)."""
+    settings: Obj = {
+        "kind": "KubeletConfiguration",
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "enableServer": bool(config.api_token),
+        "syncFrequency": go_duration(config.sync_period),
+        "address": config.api_bind,
+        "port": port if port is not None else config.api_port,
+        "authentication": {"x509": {}, "webhook": {"enabled": False},
+                           "anonymous": {"enabled": False}},
+        "authorization": {"mode": "AlwaysAllow"},
+        "registerNode": True,
+        "clusterDomain": config.cluster_domain,
+        "clusterDNS": list(config.cluster_dns),
+        "nodeStatusReportFrequency": go_duration(config.status_report_interval),
+        "nodeLeaseDurationSeconds": config.lease_duration,
+        "cgroupRoot": config.cgroup_root,
+        "cgroupsPerQOS": False,
+        "cgroupDriver": "cgroupfs",
+        "maxPods": max_pods,
+        "podCIDR": config.pod_cidr,
+        "enableDebuggingHandlers": True,
+        "failSwapOn": False,
+    }
+    if tls_cert is not None and tls_key is not None:
+        settings["tlsCertFile"] = str(tls_cert)
+        settings["tlsPrivateKeyFile"] = str(tls_key)
+    if not settings["podCIDR"]:
+        del settings["podCIDR"]
+    return {"kubeletconfig": settings}
