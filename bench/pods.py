@@ -12,7 +12,9 @@ p99 < 500 ms and 100 pods Running on one 2-core node in < 30 s.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -32,17 +34,55 @@ from tests.images import push_images
 from tests.kubelet.agent_env import AgentNode, cleanup_node
 
 
-def pod(name: str) -> bytes:
+def pod(name: str, labels: dict[str, str] | None = None) -> bytes:
     return orjson.dumps({"apiVersion": "v1", "kind": "Pod",
-                         "metadata": {"name": name, "labels": {"bench": "pods"}},
+                         "metadata": {"name": name,
+                                      "labels": {"bench": "pods"} if labels is None else labels},
                          "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
                              "name": "c", "image": "busybox:latest",
                              "imagePullPolicy": "IfNotPresent",
                              "command": ["sleep", "3600"]}]}})
 
 
-def measure(cluster: Cluster, count: int) -> tuple[list[float], list[float], float]:
+Latencies = dict[str, list[float]]
+
+
+def start_up(cluster: Cluster, began: float) -> dict[str, float]:
+    """Seconds from starting `kubi server` until its API answers, its node is Ready and a
+    first pod, created as soon as the API answered, is Running (its image pulled from the
+    local registry)."""
+    marks = {"API ready": time.perf_counter() - began}
+    with cluster.http() as client:
+        client.post("/api/v1/namespaces/default/pods", content=pod("first", {}),
+                    headers={"content-type": "application/json"}).raise_for_status()
+        deadline = time.monotonic() + 120
+        while len(marks) < 3 and time.monotonic() < deadline:
+            now = time.perf_counter() - began
+            if "node Ready" not in marks and any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for n in client.get("/api/v1/nodes").json()["items"]
+                    for c in n.get("status", {}).get("conditions") or []):
+                marks["node Ready"] = now
+            if "first pod Running" not in marks and client.get(
+                    "/api/v1/namespaces/default/pods/first").json().get(
+                    "status", {}).get("phase") == "Running":
+                marks["first pod Running"] = now
+            time.sleep(0.02)
+    return marks
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure(cluster: Cluster, count: int) -> tuple[Latencies, float, float]:
+    """Per measure, the sorted latencies from creation; then how long the creations and
+    the whole run took."""
     created: dict[str, float] = {}
+    scheduled: dict[str, float] = {}
     running: dict[str, float] = {}
     ready: dict[str, float] = {}
     done = threading.Event()
@@ -58,6 +98,8 @@ def measure(cluster: Cluster, count: int) -> tuple[list[float], list[float], flo
                     obj = orjson.loads(line)["object"]
                     name = obj["metadata"]["name"]
                     now = time.perf_counter()
+                    if obj.get("spec", {}).get("nodeName"):
+                        scheduled.setdefault(name, now)
                     if obj.get("status", {}).get("phase") == "Running":
                         running.setdefault(name, now)
                     if any(c.get("type") == "Ready" and c.get("status") == "True"
@@ -77,11 +119,36 @@ def measure(cluster: Cluster, count: int) -> tuple[list[float], list[float], flo
             r = client.post("/api/v1/namespaces/default/pods", content=pod(name),
                             headers={"content-type": "application/json"})
             r.raise_for_status()
+        posted = time.perf_counter() - began
         done.wait(600)
         elapsed = time.perf_counter() - began
-    to_running = sorted(running[n] - created[n] for n in created if n in running)
-    to_ready = sorted(ready[n] - created[n] for n in created if n in ready)
-    return to_running, to_ready, elapsed
+    latencies = {measure: sorted(seen[n] - created[n] for n in created if n in seen)
+                 for measure, seen in (("scheduled", scheduled), ("Running", running),
+                                       ("Ready", ready))}
+    return latencies, posted, elapsed
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(seconds of CPU the process used, seconds its reaped children used)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+
+
+def shims_cpu(data: Path) -> float:
+    """CPU seconds of the container shims under `data` and of the runc they reaped."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            if b"shim.py" in cmdline and str(data).encode() in cmdline:
+                own, children = cpu_times(int(entry.name))
+                total += own + children
+        except OSError:
+            continue
+    return total
 
 
 def pct(values: list[float], q: float) -> float:
@@ -91,6 +158,8 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pods", type=int, default=100)
+    parser.add_argument("--profile", metavar="FILE",
+                        help="record the server (and its agent) with py-spy while measuring")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -104,15 +173,33 @@ def main() -> None:
             subprocess.run(["ip", "netns", "add", netns], check=True)
             subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
             data = tmp / "kubi"
+            began = time.perf_counter()
             cluster = start_cluster(data, "--registries", str(registries), "--node-name",
                                     "bench-node", agent_netns=netns)
             try:
-                while " Ready " not in cluster.kubectl("get", "nodes").stdout:
-                    time.sleep(0.2)
-                cluster.kubectl("run", "warm", "--image=busybox:latest", "--", "sleep", "1")
-                cluster.kubectl("wait", "--for=condition=Ready", "pod/warm", "--timeout=120s")
-                cluster.kubectl("delete", "pod", "warm", "--grace-period=0", "--force")
-                to_running, to_ready, elapsed = measure(cluster, args.pods)
+                marks = start_up(cluster, began)
+                rss_idle = rss_mib(cluster.process.pid)
+                cluster.kubectl("delete", "pod", "first", "--grace-period=0", "--force")
+                profiler = None
+                if args.profile:
+                    profiler = subprocess.Popen(
+                        ["py-spy", "record", "--pid", str(cluster.process.pid), "--rate",
+                         "100", "--nonblocking", "--format", "raw", "--output", args.profile],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    time.sleep(1.0)
+                server_before = cpu_times(cluster.process.pid)
+                shims_before = shims_cpu(data)
+                try:
+                    latencies, posted, elapsed = measure(cluster, args.pods)
+                finally:
+                    if profiler is not None:
+                        profiler.send_signal(signal.SIGINT)
+                        profiler.wait(30)
+                server_after = cpu_times(cluster.process.pid)
+                rss_busy = rss_mib(cluster.process.pid)
+                cpu = {"server (API, scheduler, agent)": server_after[0] - server_before[0],
+                       "commands the server ran": server_after[1] - server_before[1],
+                       "container shims and runc": shims_cpu(data) - shims_before}
                 cluster.kubectl("delete", "pods", "-l", "bench=pods", "--grace-period=0",
                                 "--force")
             finally:
@@ -123,12 +210,19 @@ def main() -> None:
           "image present, measured through a watch\n")
     print("| measure | pods | p50 | p99 |")
     print("| --- | --- | --- | --- |")
-    print(f"| creation -> Running | {len(to_running)} | "
-          f"{statistics.median(to_running) * 1000:.0f} ms | {pct(to_running, 0.99):.0f} ms |")
-    print(f"| creation -> Ready | {len(to_ready)} | "
-          f"{statistics.median(to_ready) * 1000:.0f} ms | {pct(to_ready, 0.99):.0f} ms |")
+    for measure_name, values in latencies.items():
+        median = statistics.median(values) * 1000 if values else 0.0
+        print(f"| creation -> {measure_name} | {len(values)} | {median:.0f} ms | "
+              f"{pct(values, 0.99):.0f} ms |")
+    to_ready = latencies["Ready"]
     print(f"\nall {len(to_ready)} Ready in {elapsed:.1f} s "
-          f"({len(to_ready) / elapsed:.1f} containers/s)")
+          f"({len(to_ready) / elapsed:.1f} containers/s); the {args.pods} creations took "
+          f"{posted:.1f} s")
+    print("start-up: " + ", ".join(f"{what} {seconds:.2f} s" for what, seconds in marks.items())
+          + f"; server RSS (API server and agent in one process) {rss_idle:.0f} MiB with one "
+          f"pod, {rss_busy:.0f} MiB with {len(to_ready)}")
+    print("CPU per pod: " + ", ".join(f"{what} {seconds / args.pods * 1000:.0f} ms"
+                                      for what, seconds in cpu.items()))
     print("reference: upstream SLO p99 <= 5 s; Kubi's aim: p99 < 500 ms, 100 pods in < 30 s")
 
 

@@ -35,6 +35,7 @@ from kubi.kubelet.pods import (
     Backoff,
     PodContext,
     PodWorker,
+    StartSlots,
     remove_pod_resources,
 )
 from kubi.kubelet.runtime.interface import RuntimeService
@@ -53,6 +54,9 @@ Obj = dict[str, Any]
 
 KUBELET_VERSION = "v1.32.0+kubi"
 STORAGE_DIR = "storage"  # DATA_DIR/storage: local-path volumes of this node
+# Pods in the runtime's costly calls at once, per CPU: those calls mostly wait for the
+# processes they start (runc, the shim, ip), so two per CPU keep the CPUs busy.
+START_SLOTS_PER_CPU = 2
 
 
 @dataclass
@@ -241,6 +245,8 @@ class Agent:
                                                self.node, extra=self._status_extra())
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         facts = self.facts
+        sandbox_uids = {s.config.labels.get(LABEL_POD_UID, s.config.uid)
+                        for s in await self.runtime.list_pod_sandbox()}
         netns = None
         network = getattr(self.runtime, "network", None)
         if network is not None and hasattr(network, "node_netns_path"):
@@ -258,7 +264,9 @@ class Agent:
             image_backoff=Backoff(config.image_backoff_base, config.image_backoff_max),
             backoff_reset_seconds=config.backoff_reset_seconds,
             sync_period=config.sync_period, services=self._services,
-            allocatable=facts.allocatable, rootfs_method=config.rootfs_method)
+            allocatable=facts.allocatable, rootfs_method=config.rootfs_method,
+            sandbox_uids=sandbox_uids, start_slots=StartSlots(START_SLOTS_PER_CPU
+                                                              * (os.cpu_count() or 1)))
 
     def _services(self, namespace: str) -> list[Obj]:
         return self.service_informer.cache.list(namespace)

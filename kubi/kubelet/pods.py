@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import heapq
+import itertools
 import logging
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from kubi.kubelet.runtime.interface import (
     ContainerState,
     ContainerStatus,
     DNSConfig,
+    NotFoundError,
     PodSandboxConfig,
     PodSandboxStatus,
     PortMapping,
@@ -52,6 +55,7 @@ from kubi.kubelet.volumes import (
     VolumeManager,
     container_mounts,
     field_ref_value,
+    in_thread,
     parse_quantity,
     resource_field_value,
 )
@@ -103,6 +107,53 @@ class Backoff:
 
     def reset(self, key: str) -> None:
         self.delays.pop(key, None)
+
+
+# -- start slots -----------------------------------------------------------------------
+
+
+class StartSlots:
+    """At most `size` pods at a time in the runtime's costly calls (sandbox creation,
+    container creation and start), the pod that came first served first. Started all at
+    once, a burst of pods would all be Running late, and the event loop they share with
+    the API server would be crowded meanwhile."""
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("StartSlots needs at least one slot")
+        self.free = size
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def slot(self, priority: int) -> AsyncIterator[None]:
+        """Hold a slot; a lower `priority` is served first."""
+        if self.free > 0 and not self._waiting:
+            self.free -= 1
+        else:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (priority, next(self._order), future))
+            try:
+                await future
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled():
+                    self._release()  # handed over just as we were cancelled
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            future = heapq.heappop(self._waiting)[2]
+            if not future.done():
+                future.set_result(None)
+                return
+        self.free += 1
+
+
+_worker_order = itertools.count()
 
 
 # -- environment -----------------------------------------------------------------------
@@ -228,6 +279,11 @@ class PodContext:
     services: Callable[[str], list[Obj]] = lambda namespace: []
     allocatable: Callable[[], dict[str, str]] = dict
     rootfs_method: str = "auto"
+    # Uids of the pods that may have sandboxes: those found when the agent started plus
+    # those a worker made since. A new pod's worker then need not scan every sandbox of
+    # the node for its own. None: unknown, always scan.
+    sandbox_uids: set[str] | None = None
+    start_slots: StartSlots | None = None  # None: no limit
 
 
 def pod_labels(pod: Obj) -> dict[str, str]:
@@ -259,7 +315,7 @@ async def remove_container(ctx: PodContext, container: ContainerStatus) -> None:
     await ctx.runtime.remove_container(container.id)
     directory = container.annotations.get(ANN_ROOTFS_DIR)
     if directory:
-        await asyncio.to_thread(ctx.images.release_rootfs, directory)
+        await in_thread(ctx.images.release_rootfs, directory)
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -269,7 +325,7 @@ async def remove_pod_resources(ctx: PodContext, uid: str) -> None:
         await remove_container(ctx, container)
     for sandbox in await ctx.runtime.list_pod_sandbox(labels={LABEL_POD_UID: uid}):
         await ctx.runtime.remove_pod_sandbox(sandbox.id)
-    await asyncio.to_thread(ctx.volumes.teardown, uid)
+    await in_thread(ctx.volumes.teardown, uid)
     shutil.rmtree(ctx.containers_dir / uid, ignore_errors=True)
 
 
@@ -292,9 +348,16 @@ class PodWorker:
         self._deleted_sent = False
         self._pull_failed_at: dict[str, float] = {}
         self._pull_errors: dict[str, str] = {}
+        # The sandbox in use and its containers' ids, so a sync reads only this pod's
+        # records instead of scanning every sandbox and container of the node. Only this
+        # worker creates or removes them while it runs; None: not known, scan.
+        self._sandbox_id: str | None = None
+        self._container_ids: set[str] | None = None
         self.probes = ProbeManager(ctx.runtime, ctx.node_netns, self.wake,
                                    self._probe_failed, self._event_on_pod)
         self.task: asyncio.Task[None] | None = None
+        self.order = next(_worker_order)  # earlier pods get start slots first
+        self._events: asyncio.Task[None] | None = None  # the last event queued
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -319,10 +382,11 @@ class PodWorker:
     async def stop(self) -> None:
         self.finished = True  # also ends the loop should a cancel get lost
         self.probes.stop_all()
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
+        for task in (self.task, self._events):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     async def run(self) -> None:
         failures = 0
@@ -357,7 +421,21 @@ class PodWorker:
         return str(self.pod["metadata"].get("namespace") or "")
 
     async def _event_on_pod(self, event_type: str, reason: str, message: str) -> None:
-        await self.ctx.recorder.event(self.pod, event_type, reason, message)
+        """Queue an event about the pod. As upstream's recorder, this does not wait for
+        the API server: events go out in order, while the worker gets on with its work,
+        and all of them before the pod's next status write (`_flush_events`)."""
+        previous, pod = self._events, self.pod
+
+        async def send() -> None:
+            if previous is not None:
+                await previous
+            await self.ctx.recorder.event(pod, event_type, reason, message)
+
+        self._events = asyncio.create_task(send(), name=f"pod-{self.uid[:8]}-event")
+
+    async def _flush_events(self) -> None:
+        if self._events is not None:
+            await self._events
 
     async def _probe_failed(self, name: str, container_id: str, kind: str,
                             message: str) -> None:
@@ -370,6 +448,15 @@ class PodWorker:
         self.probes.stop(container_id)
         self.wake()
         del message
+
+    @contextlib.asynccontextmanager
+    async def _start_slot(self) -> AsyncIterator[None]:
+        slots = self.ctx.start_slots
+        if slots is None:
+            yield
+            return
+        async with slots.slot(self.order):
+            yield
 
     def _spec(self, name: str) -> Obj | None:
         spec = self.pod.get("spec") or {}
@@ -406,9 +493,12 @@ class PodWorker:
         sandbox = await self._ensure_sandbox()
         if sandbox is None:
             return 2.0
-        containers = await self.ctx.runtime.list_containers(sandbox_id=sandbox.id)
+        containers = await self._containers(sandbox.id)
         wake = await self._sync_containers(sandbox, containers, volumes)
-        containers = await self.ctx.runtime.list_containers(sandbox_id=sandbox.id)
+        containers = await self._containers(sandbox.id)
+        # Probes of containers started by this sync begin now, so a container without a
+        # readiness probe is reported Ready in the same status that says it runs.
+        self._ensure_probes(sandbox, containers)
         status = await self._status(sandbox, containers)
         await self._write_status(status)
         if status["phase"] in ("Succeeded", "Failed"):
@@ -421,15 +511,51 @@ class PodWorker:
             return self.ctx.node_ip
         return sandbox.ip if sandbox else ""
 
+    async def _containers(self, sandbox_id: str) -> list[ContainerStatus]:
+        """The containers of `sandbox_id`, oldest first (list_containers' order)."""
+        runtime = self.ctx.runtime
+        if sandbox_id != self._sandbox_id or self._container_ids is None:
+            containers = await runtime.list_containers(sandbox_id=sandbox_id)
+            if sandbox_id == self._sandbox_id:
+                self._container_ids = {c.id for c in containers}
+            return containers
+        result = []
+        for container_id in list(self._container_ids):
+            try:
+                result.append(await runtime.container_status(container_id))
+            except NotFoundError:
+                self._container_ids.discard(container_id)
+        return sorted(result, key=lambda c: c.created_at)
+
+    def _ensure_probes(self, sandbox: PodSandboxStatus,
+                       containers: list[ContainerStatus]) -> None:
+        latest = self._latest(containers)
+        now = time.time()
+        for container in (self.pod.get("spec") or {}).get("containers") or []:
+            current = latest.get(str(container.get("name")))
+            if current is not None and current.state == ContainerState.RUNNING:
+                self.probes.ensure(container, current.id, self._pod_ip(sandbox),
+                                   asyncio.get_running_loop().time()
+                                   - (now - _epoch(current.started_at)))
+
     async def _ensure_sandbox(self) -> PodSandboxStatus | None:
         runtime = self.ctx.runtime
-        sandboxes = await runtime.list_pod_sandbox(labels={LABEL_POD_UID: self.uid})
+        if self._sandbox_id is not None:
+            with contextlib.suppress(NotFoundError):
+                current = await runtime.pod_sandbox_status(self._sandbox_id)
+                if current.state == SandboxState.READY:
+                    return current
+            self._sandbox_id = self._container_ids = None
+        may_have = self.ctx.sandbox_uids
+        sandboxes = [] if may_have is not None and self.uid not in may_have else \
+            await runtime.list_pod_sandbox(labels={LABEL_POD_UID: self.uid})
         ready = [s for s in sandboxes if s.state == SandboxState.READY]
         if ready:
             chosen = max(ready, key=lambda s: s.created_at)
             for other in sandboxes:
                 if other.id != chosen.id:
                     await self._remove_sandbox(other.id)
+            self._sandbox_id, self._container_ids = chosen.id, None
             return chosen
         for old in sandboxes:
             await self._remove_sandbox(old.id)
@@ -451,18 +577,24 @@ class PodWorker:
             host_aliases=[(str(a.get("ip")), [str(h) for h in a.get("hostnames") or []])
                           for a in spec.get("hostAliases") or []],
             log_directory=str(self._log_dir()))
+        if may_have is not None:
+            may_have.add(self.uid)
         try:
-            sandbox_id = await runtime.run_pod_sandbox(config)
+            async with self._start_slot():
+                sandbox_id = await runtime.run_pod_sandbox(config)
         except RuntimeServiceError as err:
             await self._event_on_pod(WARNING, "FailedCreatePodSandBox",
                                      f"Failed to create pod sandbox: {err}")
             return None
+        self._sandbox_id, self._container_ids = sandbox_id, set()
         if sandboxes:
             await self._event_on_pod(NORMAL, "SandboxChanged",
                                      "Pod sandbox changed, it will be killed and re-created.")
         return await runtime.pod_sandbox_status(sandbox_id)
 
     async def _remove_sandbox(self, sandbox_id: str) -> None:
+        if sandbox_id == self._sandbox_id:
+            self._sandbox_id = self._container_ids = None
         for container in await self.ctx.runtime.list_containers(sandbox_id=sandbox_id):
             self.probes.stop(container.id)
             await remove_container(self.ctx, container)
@@ -592,7 +724,7 @@ class PodWorker:
                                    f"{self._pull_errors.get(key, '')}".rstrip(": "))
             return None
         try:
-            await asyncio.to_thread(self.ctx.images.get, image)
+            await in_thread(self.ctx.images.get, image)
             present = True
         except Exception:  # not stored, or not even a valid reference
             present = False
@@ -607,7 +739,7 @@ class PodWorker:
                 secrets.append(await self.ctx.client.get("secrets", str(ref.get("name")),
                                                          self.namespace))
         try:
-            result = await asyncio.to_thread(self.ctx.images.ensure_image, image, policy,
+            result = await in_thread(self.ctx.images.ensure_image, image, policy,
                                              secrets)
         except ImageError as err:
             if err.reason == "ErrImagePull":
@@ -643,15 +775,17 @@ class PodWorker:
         command = [expand(str(c), lookup.get) for c in container.get("command") or []]
         args = [expand(str(a), lookup.get) for a in container.get("args") or []]
         directory = self.ctx.containers_dir / self.uid / f"{name}-{attempt}-{sandbox.id[:8]}"
-        for stale in (await self.ctx.runtime.list_containers(sandbox_id=sandbox.id)):
+        for stale in await self._containers(sandbox.id):
             if stale.labels.get(LABEL_CONTAINER_NAME) == name and stale.attempt < attempt - 1:
                 await remove_container(self.ctx, stale)
+                if self._container_ids is not None:
+                    self._container_ids.discard(stale.id)
         if directory.exists():
-            await asyncio.to_thread(self.ctx.images.release_rootfs, directory)
+            await in_thread(self.ctx.images.release_rootfs, directory)
         try:
-            rootfs = await asyncio.to_thread(self.ctx.images.prepare_rootfs, image, directory,
+            rootfs = await in_thread(self.ctx.images.prepare_rootfs, image, directory,
                                              method=self.ctx.rootfs_method)
-            image_config = (await asyncio.to_thread(self.ctx.images.image_config, image)
+            image_config = (await in_thread(self.ctx.images.image_config, image)
                             ).get("config") or {}
         except (OSError, ImageNotFoundError) as err:
             await self._event_on_pod(WARNING, "Failed", f"Error: {err}")
@@ -670,16 +804,20 @@ class PodWorker:
             annotations={ANN_RESTART_COUNT: str(attempt), ANN_IMAGE_ID: repo_digest,
                          ANN_ROOTFS_DIR: str(directory), ANN_INIT: "true" if init else ""})
         try:
-            container_id = await self.ctx.runtime.create_container(sandbox.id, config)
+            async with self._start_slot():
+                container_id = await self.ctx.runtime.create_container(sandbox.id, config)
         except RuntimeServiceError as err:
-            await asyncio.to_thread(self.ctx.images.release_rootfs, directory)
+            await in_thread(self.ctx.images.release_rootfs, directory)
             await self._event_on_pod(WARNING, "Failed", f"Error: {err}")
             self._waiting[name] = (CREATE_ERROR, str(err))
             return
+        if sandbox.id == self._sandbox_id and self._container_ids is not None:
+            self._container_ids.add(container_id)
         await self._event_on_pod(NORMAL, "Created", f"Created container: {name}")
         self._waiting.pop(name, None)
         try:
-            await self.ctx.runtime.start_container(container_id)
+            async with self._start_slot():
+                await self.ctx.runtime.start_container(container_id)
         except RuntimeServiceError as err:
             await self._event_on_pod(WARNING, "Failed", f"Error: {err}")
             return
@@ -832,6 +970,7 @@ class PodWorker:
             with contextlib.suppress(StatusError):
                 await self._write_status(final)
         if api and not self._deleted_sent:
+            await self._flush_events()
             try:
                 await self.ctx.client.delete("pods", self.name, self.namespace,
                                              grace_period=0, uid=self.uid)
@@ -927,6 +1066,7 @@ class PodWorker:
         return status
 
     async def _write_status(self, status: Obj) -> None:
+        await self._flush_events()
         current = self.pod.get("status") or {}
         if status == current or status == self._written:
             return

@@ -12,8 +12,11 @@ runtime bind-mounts the host paths into the containers.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import contextlib
+import functools
 import json
 import math
 import os
@@ -26,13 +29,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kubi.api.errors import StatusError
 from kubi.client.rest import Client
 from kubi.kubelet.runtime.interface import Mount
 
 Obj = dict[str, Any]
+T = TypeVar("T")
 
 DEFAULT_MODE = 0o644
 EMPTY_DIR_MODE = 0o777
@@ -129,6 +133,21 @@ def resource_field_value(pod: Obj, container_name: str, ref: Obj,
     if divisor == 0:
         divisor = Fraction(1)
     return str(math.ceil(parse_quantity(raw) / divisor))
+
+
+# -- blocking work ------------------------------------------------------------------------
+
+# Threads for the agent's blocking file and image work. The loop's default executor has
+# a handful of threads, and runtimes also wait there for the processes they start: a pod
+# start must not queue behind those.
+_WORKERS = concurrent.futures.ThreadPoolExecutor(max_workers=8,
+                                                 thread_name_prefix="kubi-kubelet")
+
+
+async def in_thread(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """`asyncio.to_thread` on the agent's own threads."""
+    return await asyncio.get_running_loop().run_in_executor(
+        _WORKERS, functools.partial(function, *args, **kwargs))
 
 
 # -- the atomic writer -------------------------------------------------------------------
@@ -271,25 +290,27 @@ class VolumeManager:
             files = await self._config_map_files(namespace, source,
                                                  source.get("defaultMode", DEFAULT_MODE))
             path = self.volume_dir(uid, "configmap", name)
-            write_atomic(path, files or {})
+            await in_thread(write_atomic, path, files or {})
             return path, True
         if "secret" in volume:
             source = volume["secret"] or {}
             files = await self._secret_files(namespace, source,
                                              source.get("defaultMode", DEFAULT_MODE))
             path = self.volume_dir(uid, "secret", name)
-            write_atomic(path, files or {})
+            await in_thread(write_atomic, path, files or {})
             return path, True
         if "downwardAPI" in volume:
             source = volume["downwardAPI"] or {}
             path = self.volume_dir(uid, "downward-api", name)
-            write_atomic(path, self._downward_files(
+            await in_thread(write_atomic, path, self._downward_files(
                 pod, source.get("items") or [], source.get("defaultMode", DEFAULT_MODE)))
             return path, True
         if "projected" in volume:
             source = volume["projected"] or {}
             path = self.volume_dir(uid, "projected", name)
-            write_atomic(path, await self._projected_files(pod, name, source))
+            # Off the event loop: a first write is a dozen metadata syscalls (~10 ms).
+            await in_thread(write_atomic, path,
+                                    await self._projected_files(pod, name, source))
             return path, True
         if "persistentVolumeClaim" in volume:
             source = volume["persistentVolumeClaim"] or {}
