@@ -28,7 +28,9 @@ from kubi.client.events import EventRecorder
 from kubi.client.informer import Informer
 from kubi.client.rest import Client
 from kubi.kubelet import status as st
+from kubi.kubelet.configz import kubelet_configuration
 from kubi.kubelet.heartbeat import post_node_status, register_node, renew_node_lease
+from kubi.kubelet.imagegc import ImageGCPolicy, run_image_gc
 from kubi.kubelet.images import ImageStore, load_registries
 from kubi.kubelet.pods import (
     LABEL_POD_UID,
@@ -89,6 +91,7 @@ class AgentConfig:
     netns_prefix: str = "kubi-"
     nft_table: str = "kubi"
     oci_runtime: str = "auto"  # auto (crun when it works here, else runc), runc, crun, a path
+    image_gc: ImageGCPolicy = field(default_factory=ImageGCPolicy)
     rootfs_method: str = "auto"  # prepare_rootfs: auto, overlay or copy
     runtime: RuntimeService | None = None  # injected runtime; None: runc under data_dir
     images: ImageStore | None = None  # injected image store; None: one under data_dir
@@ -188,6 +191,7 @@ class Agent:
                                      field_selector=f"spec.nodeName={config.node_name}")
         self.service_informer = Informer(client, "services")
         self.volume_informer = Informer(client, "persistentvolumes")
+        self.api: RunningServer | None = None
 
     # -- start-up ------------------------------------------------------------------------
 
@@ -238,8 +242,12 @@ class Agent:
             self.images = ImageStore(self.data_dir, registries)
         name, version = await self.runtime.version()
         self.facts = node_facts(config, node_ip, f"{name}://{version}")
-        self.node, created = await register_node(
-            self.client, self._node_object(self.facts, pod_cidr))
+        # The kubelet API first: a Node that says Ready can be reached for logs and exec.
+        self.api, url = await self._serve_api(node_ip)
+        node = self._node_object(self.facts, pod_cidr)
+        if url:
+            node["metadata"]["annotations"][m.KUBELET_URL_ANNOTATION] = url
+        self.node, created = await register_node(self.client, node)
         if not created:
             self.node = await post_node_status(self.client, config.node_name, self.facts,
                                                self.node, extra=self._status_extra())
@@ -394,7 +402,6 @@ class Agent:
         for informer in informers:
             informer.start()
         tasks: list[asyncio.Task[None]] = []
-        api = await self._serve_api()
         try:
             await asyncio.gather(*(i.wait_synced() for i in informers))
             await self._housekeeping(ctx)
@@ -402,6 +409,16 @@ class Agent:
             tasks = [asyncio.create_task(self._heartbeat(), name="kubelet-heartbeat"),
                      asyncio.create_task(self._housekeeping_loop(ctx),
                                          name="kubelet-housekeeping")]
+            if self.images is not None:
+                node_ref = {"kind": "Node", "apiVersion": "v1", "name": self.config.node_name,
+                            "uid": self.config.node_name}
+
+                async def record(kind: str, reason: str, message: str) -> None:
+                    await ctx.recorder.event(node_ref, kind, reason, message)
+
+                tasks.append(asyncio.create_task(
+                    run_image_gc(self.images, self.config.image_gc, record),
+                    name="kubelet-image-gc"))
             log.info("node agent %s running (pod CIDR %s)", self.config.node_name,
                      (self.node.get("spec") or {}).get("podCIDR"))
             await asyncio.gather(*tasks)
@@ -414,24 +431,29 @@ class Agent:
                 await informer.stop()
             if self.owned_images and self.images is not None:
                 self.images.close()
-            if api is not None:
-                await api.stop()
+            if self.api is not None:
+                await self.api.stop()
+                self.api = None
 
-    async def _serve_api(self) -> RunningServer | None:
-        """Serve the kubelet API and tell the API server where it is (a Node annotation)."""
+    async def _serve_api(self, node_ip: str) -> tuple[RunningServer | None, str]:
+        """Serve the kubelet API; returns it and the URL the API server should dial."""
         config = self.config
         if not config.api_token or self.runtime is None:
-            return None
+            return None, ""
         resolve_container, resolve_sandbox = label_resolvers(self.runtime)
-        app = KubeletServer(self.runtime, config.api_token, resolve_container, resolve_sandbox)
-        host = config.api_advertise or config.node_ip or detect_node_ip()
+        host = config.api_advertise or node_ip
         cert, key = self_signed_certificate(self.data_dir / "pki", [host, config.node_name])
+        configuration = kubelet_configuration(config, tls_cert=cert, tls_key=key)
+        app = KubeletServer(
+            self.runtime, config.api_token, resolve_container, resolve_sandbox,
+            node_name=config.node_name, pods=self.pod_informer.cache.list,
+            configuration=configuration, pods_cgroup=config.cgroup_root,
+            root_dir=self.data_dir)
         api = await serve(app, config.api_bind, config.api_port, cert, key)
+        configuration["kubeletconfig"]["port"] = api.port  # the port really bound
         url = f"https://{f'[{host}]' if ':' in host else host}:{api.port}"
-        await self.client.patch("nodes", config.node_name, {"metadata": {"annotations": {
-            m.KUBELET_URL_ANNOTATION: url}}})
         log.info("kubelet API for %s at %s", config.node_name, url)
-        return api
+        return api, url
 
 
 async def run_agent(client: Client, config: AgentConfig) -> None:

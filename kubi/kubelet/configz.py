@@ -58,6 +58,8 @@ def kubelet_configuration(config: AgentConfig, port: int | None = None,
         "podCIDR": config.pod_cidr,
         "enableDebuggingHandlers": True,
         "failSwapOn": False,
+        "imageGCHighThresholdPercent": config.image_gc.high_percent,
+        "imageGCLowThresholdPercent": config.image_gc.low_percent,
     }
     if tls_cert is not None and tls_key is not None:
         settings["tlsCertFile"] = str(tls_cert)

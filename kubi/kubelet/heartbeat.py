@@ -22,7 +22,8 @@ LEASES = "leases.coordination.k8s.io"
 
 async def register_node(client: Client, node: Obj) -> tuple[Obj, bool]:
     """Create the Node; when it exists already (a restarted kubelet), fetch it and fill
-    in a missing podCIDR and the labels the kubelet owns. Returns (node, created)."""
+    in a missing podCIDR and the labels and annotations the kubelet owns. Returns (node,
+    created)."""
     try:
         return await client.create("nodes", node), True
     except StatusError as err:
@@ -39,6 +40,11 @@ async def register_node(client: Client, node: Obj) -> tuple[Obj, bool]:
                if labels.get(k) != v}
     if missing:
         patch["metadata"] = {"labels": missing}
+    annotations = (existing.get("metadata") or {}).get("annotations") or {}
+    changed = {k: v for k, v in ((node.get("metadata") or {}).get("annotations") or {}).items()
+               if annotations.get(k) != v}
+    if changed:  # e.g. where this kubelet's API now listens
+        patch.setdefault("metadata", {})["annotations"] = changed
     if patch:
         existing = await client.patch("nodes", m.name_of(node), patch)
     return existing, False

@@ -101,6 +101,10 @@ def test_the_books_pod_walkthrough(real: tuple[Cluster, str], seed_dir: Path) ->
         follower.terminate()
         follower.wait(timeout=10)
 
+    # The book's form is refused by kubectl 1.32 itself, before any request is sent.
+    verbatim = cluster.kubectl("exec", "-it", "simple-echo", "sh", "-c", "nginx", check=False)
+    assert verbatim.returncode != 0
+    assert "exec [POD] [COMMAND] is not supported anymore" in verbatim.stderr
     shell = cluster.kubectl("exec", "-i", "simple-echo", "-c", "nginx", "--", "sh",
                             input="echo hello-from-$(hostname)\nexit 0\n")
     assert "hello-from-simple-echo" in shell.stdout

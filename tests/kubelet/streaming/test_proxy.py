@@ -278,7 +278,12 @@ def test_node_proxy_reaches_the_agents_endpoints(real: Cluster) -> None:
         assert isinstance(measured["network"]["rxBytes"], int)
 
     configz = json.loads(_raw(real, f"{base}/configz").stdout)
-    assert configz["kubeletconfig"]["kind"] == "KubeletConfiguration"
+    settings = configz["kubeletconfig"]
+    assert settings["kind"] == "KubeletConfiguration"
+    # The agent's own settings: the port it really bound, its image GC thresholds.
+    assert settings["port"] > 0 and settings["port"] != 10250  # tests bind a free port
+    assert (settings["imageGCHighThresholdPercent"], settings["imageGCLowThresholdPercent"]) \
+        == (85, 80)
     metrics = _raw(real, f"{base}/metrics/resource").stdout
     assert re.search(r'^container_memory_working_set_bytes\{container="echo",'
                      r'namespace="default",pod="echo-summer-\w+"\} \d+ \d+$', metrics, re.M)
