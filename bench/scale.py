@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib.util
 import logging
 import resource
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kubi.client.rest import Client
 from kubi.controllers.manager import run_controllers
 from kubi.kubelet.simulated import SimulatedNodes, simulated_pool
+from kubi.util.aio import cancel_and_wait
 from tests.harness import api_server
 
 KWOK_NODES_SECONDS = 60.0  # KWOK: 5,000 nodes in about a minute
@@ -123,11 +123,7 @@ async def measure(nodes: int, pods: int, deployments: int, timeout: float,
             try:
                 return await _measure(client, tasks, how, nodes, pods, deployments, timeout)
             finally:
-                for task in tasks:
-                    task.cancel()
-                for task in tasks:
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+                await cancel_and_wait(tasks)
 
 
 async def _measure(client: Client, tasks: list[asyncio.Task[Any]], how: str, nodes: int,

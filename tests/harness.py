@@ -16,6 +16,7 @@ from kubi.apiserver.server import bootstrap
 from kubi.apiserver.tokens import TokenAuthority
 from kubi.client.rest import Client
 from kubi.storage import open_backend
+from kubi.util.aio import cancel_and_wait
 
 T = TypeVar("T")
 
@@ -51,11 +52,7 @@ async def running(*coroutines: Awaitable[Any]) -> AsyncIterator[None]:
             if task.done() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(tasks)
 
 
 async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 60.0,

@@ -17,7 +17,7 @@ checks the API server makes the same upgrade to the agent and, once the agent an
 101, answers the client 101 with the agent's protocol and copies bytes both ways
 unchanged, as upstream's upgrade-aware proxy does. The agent's refusals come back as
 Status errors. Taking over the client's connection needs the server to run with
-`uvicorn.Config(http=HttpProtocol)` (kubi.api.upgrade).
+`uvicorn.Config(http=HttpProtocol)` (kubi.util.upgrade).
 """
 
 from __future__ import annotations
@@ -42,9 +42,8 @@ from websockets.datastructures import Headers
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from kubi.api import errors, upgrade
+from kubi.api import errors
 from kubi.api import meta as m
-from kubi.api.upgrade import UpgradeHttpProtocol
 from kubi.apiserver.http import (
     Receive,
     Request,
@@ -54,6 +53,9 @@ from kubi.apiserver.http import (
     StreamResponse,
 )
 from kubi.apiserver.tokens import ANONYMOUS
+from kubi.util import upgrade
+from kubi.util.aio import cancel_and_wait
+from kubi.util.upgrade import UpgradeHttpProtocol
 
 if TYPE_CHECKING:
     from kubi.apiserver.app import APIServer, Target
@@ -437,11 +439,7 @@ class _SpdyRelay(Response):
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(tasks)
             client.close()  # after what was relayed to it has gone out
             writer.close()
             with contextlib.suppress(Exception):
@@ -545,11 +543,7 @@ async def relay_websocket(server: APIServer, scope: Scope, receive: Receive,
     except (ConnectionClosed, OSError):
         pass
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(tasks)
         with contextlib.suppress(Exception):
             await upstream.close()
 

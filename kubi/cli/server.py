@@ -7,7 +7,6 @@ authentication as HTTPS), so the same code runs unchanged on another machine.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import logging
 import os
@@ -23,6 +22,7 @@ from kubi.apiserver.server import Server, ServerConfig, wait_for_signal
 from kubi.client.rest import Client
 from kubi.controllers.base import ControllerOptions
 from kubi.controllers.manager import run_with_leader_election
+from kubi.util.aio import cancel_and_wait
 
 log = logging.getLogger("kubi.server")
 
@@ -133,10 +133,6 @@ async def run(config: ServerConfig, components: Components) -> None:
     try:
         await wait_for_signal()
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(tasks)
         await client.close()
         await server.stop()

@@ -9,7 +9,6 @@ returns None when done or a number of seconds after which to look again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -19,6 +18,7 @@ from kubi.client.events import EventRecorder
 from kubi.client.informer import InformerFactory, key_of
 from kubi.client.rest import Client
 from kubi.client.workqueue import ShutDown, WorkQueue
+from kubi.util.aio import cancel_and_wait
 
 log = logging.getLogger("kubi.controllers")
 
@@ -103,8 +103,4 @@ class Controller:
             await asyncio.gather(*workers)
         finally:
             self.queue.shutdown()
-            for task in workers:
-                task.cancel()
-            for task in workers:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(workers)

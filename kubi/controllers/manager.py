@@ -8,7 +8,6 @@ of the `kube-controller-manager` Lease runs them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import logging
 import pkgutil
@@ -20,6 +19,7 @@ from kubi.client.informer import InformerFactory
 from kubi.client.leaderelection import LeaderElector
 from kubi.client.rest import Client
 from kubi.controllers.base import Controller, ControllerContext, ControllerOptions
+from kubi.util.aio import cancel_and_wait
 
 log = logging.getLogger("kubi.controller-manager")
 
@@ -57,11 +57,7 @@ async def run_controllers(client: Client, options: ControllerOptions | None = No
     try:
         await asyncio.gather(*tasks)
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(tasks)
         await informers.stop()
 
 

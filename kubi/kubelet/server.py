@@ -20,7 +20,7 @@ read-only endpoints (pods, stats, configz, metrics) and a TCP tunnel into pods.
     SPDY the same three paths as a plain SPDY/3.1 upgrade (`Connection: Upgrade`,
         `Upgrade: SPDY/3.1`, X-Stream-Protocol-Version: v4.channel.k8s.io … channel.k8s.io
         for exec/attach, portforward.k8s.io for port-forward), answered 101 once the
-        request was checked; the connection is taken over through kubi.api.upgrade
+        request was checked; the connection is taken over through kubi.util.upgrade
         (serve with `http=UpgradeHttpProtocol`).
 
 Every request but /healthz needs `Authorization: Bearer <token>` with the token the
@@ -56,14 +56,6 @@ from websockets.datastructures import Headers
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from kubi.api.upgrade import (
-    UpgradedConnection,
-    UpgradeHttpProtocol,
-    UpgradeRefused,
-    accept_upgrade,
-    can_upgrade,
-    upgrade_requested,
-)
 from kubi.kubelet import stats as kstats
 from kubi.kubelet.runtime import logs as crilogs
 from kubi.kubelet.runtime.interface import (
@@ -79,6 +71,15 @@ from kubi.kubelet.streaming import (
     remotecommand,
     spdy,
     spdy_remotecommand,
+)
+from kubi.util.aio import cancel_and_wait
+from kubi.util.upgrade import (
+    UpgradedConnection,
+    UpgradeHttpProtocol,
+    UpgradeRefused,
+    accept_upgrade,
+    can_upgrade,
+    upgrade_requested,
 )
 
 log = logging.getLogger("kubi.kubelet.server")
@@ -605,11 +606,7 @@ async def _splice(connection: UpgradedConnection, reader: asyncio.StreamReader,
     try:
         await asyncio.wait({to_pod, from_pod, stop}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (to_pod, from_pod, stop):
-            task.cancel()
-        for task in (to_pod, from_pod, stop):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait((to_pod, from_pod, stop))
         connection.close()
         writer.close()
 

@@ -19,7 +19,6 @@ Pod annotations steer the simulation:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import math
@@ -35,6 +34,7 @@ from kubi.client.rest import Client
 from kubi.client.workqueue import ShutDown, WorkQueue
 from kubi.kubelet import status as st
 from kubi.kubelet.heartbeat import post_node_status, renew_node_lease
+from kubi.util.aio import cancel_and_wait
 
 log = logging.getLogger("kubi.kubelet.simulated")
 
@@ -650,11 +650,7 @@ class SimulatedNodes:
         finally:
             self.nodes_queue.shutdown()
             self.pod_queue.shutdown()
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(tasks)
             await self.pod_informer.stop()
             await self.node_informer.stop()
 

@@ -11,7 +11,6 @@ bounded buffer that drops when full, as client-go's broadcaster does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +39,7 @@ from kubi.scheduler.framework import (
 )
 from kubi.scheduler.plugins import default_plugins
 from kubi.scheduler.queue import QueuedPod, SchedulingQueue
+from kubi.util.aio import cancel_and_wait
 
 log = logging.getLogger("kubi.scheduler")
 
@@ -213,11 +213,7 @@ class Scheduler:
                 entry = await self.queue.pop()
                 await self.schedule_one(entry)
         finally:
-            for task in [*helpers, *self._binds]:
-                task.cancel()
-            for task in [*helpers, *self._binds]:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait([*helpers, *self._binds])
             await self.informers.stop()
 
     async def schedule_one(self, entry: QueuedPod) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from kubi.kubelet.streaming.spdy import SpdyStream
+from kubi.util.aio import cancel_and_wait
 
 log = logging.getLogger("kubi.kubelet.portforward")
 
@@ -160,11 +161,7 @@ async def copy_both_ways(stream: SpdyStream, reader: asyncio.StreamReader,
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(tasks)
 
 
 # -- the WebSocket channel protocol for port forwarding -----------------------------------

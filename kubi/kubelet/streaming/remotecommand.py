@@ -8,13 +8,13 @@ or NonZeroExitCode with the exit code for exec — and the connection closes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from kubi.kubelet.runtime.interface import StreamSession
 from kubi.kubelet.streaming import channel
+from kubi.util.aio import cancel_and_wait
 
 log = logging.getLogger("kubi.kubelet.remotecommand")
 
@@ -112,8 +112,4 @@ async def serve(session: StreamSession, options: StreamOptions, protocol: str,
         await asyncio.wait(outputs, timeout=DRAIN_SECONDS)
         await emit(channel.ERROR, channel.outcome_payload(status, protocol))
     finally:
-        for task in (*outputs, reader, waiter):
-            task.cancel()
-        for task in (*outputs, reader, waiter):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait([*outputs, reader, waiter])

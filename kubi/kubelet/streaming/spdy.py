@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubi.util.aio import cancel_and_wait
+
 VERSION = 3
 
 TYPE_SYN_STREAM = 1
@@ -510,8 +512,4 @@ class SpdySession:
         for stream in list(self.streams.values()):
             stream._reset()
         self.streams.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(list(self._tasks))

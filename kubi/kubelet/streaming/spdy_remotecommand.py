@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from kubi.kubelet.runtime.interface import StreamSession
 from kubi.kubelet.streaming import channel, spdy
 from kubi.kubelet.streaming.remotecommand import DRAIN_SECONDS, StreamOptions
+from kubi.util.aio import cancel_and_wait
 
 log = logging.getLogger("kubi.kubelet.spdy_remotecommand")
 
@@ -36,7 +37,7 @@ CLOSE_GRACE_SECONDS = 2.0
 
 
 class ByteConnection(Protocol):
-    """A taken-over connection (kubi.api.upgrade.UpgradedConnection)."""
+    """A taken-over connection (kubi.util.upgrade.UpgradedConnection)."""
 
     async def read(self) -> bytes: ...
 
@@ -111,11 +112,7 @@ async def serve(connection: ByteConnection, session: StreamSession, options: Str
         if await _run(session, options, protocol, streams, reader, command, attach):
             await asyncio.wait({reader}, timeout=CLOSE_GRACE_SECONDS)
     finally:
-        for task in (ready, reader):
-            task.cancel()
-        for task in (ready, reader):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait((ready, reader))
         await connection_session.shutdown()
         connection.close()
 
@@ -194,8 +191,4 @@ async def _run(session: StreamSession, options: StreamOptions, protocol: str,
             await stdin.close()  # the client waits for this to stop reading its stdin
         return True
     finally:
-        for task in (*outputs, *inputs, waiter):
-            task.cancel()
-        for task in (*outputs, *inputs, waiter):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait([*outputs, *inputs, waiter])

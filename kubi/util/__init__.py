@@ -1,0 +1,1 @@
+"""Small helpers every layer may use (below `kubi.api` in the import contract)."""
