@@ -80,6 +80,12 @@ class Edge:
                 raise AssertionError("kubi agent ignored SIGTERM") from None
         return self.process.returncode
 
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as after a crash or the OOM killer."""
+        assert self.process is not None and self.process.poll() is None
+        self.process.kill()
+        self.process.wait(timeout=30)
+
     def container_ids(self) -> set[str]:
         """What the OCI runtime (runc or crun, each with its state root) has on the node."""
         found: set[str] = set()
@@ -222,6 +228,18 @@ def test_deployment_runs_on_the_agent_and_survives_its_restart(edge: Edge) -> No
     assert after[third["metadata"]["name"]][0].split("//")[-1] in new_ids, (after, new_ids)
     shell = cluster.kubectl("exec", name, "--", "sh", "-c", "echo again-$(hostname)")
     assert shell.stdout.strip() == f"again-{name}"
+
+    # Killed outright, the agent finds the same containers when it comes back.
+    ids_before_kill = edge.container_ids()
+    edge.kill()
+    assert "Hello Docker!!" in curl(edge, pods[2]["status"]["podIP"])
+    edge.start()
+    cluster.kubectl("scale", "deployment", "echo", "--replicas=4")
+    pods = wait_for(lambda: running(echo_pods(edge), 4) and echo_pods(edge), edge)
+    survived = containers(pods)
+    assert {n: survived[n] for n in after} == after  # same IDs, restartCount 0
+    assert ids_before_kill <= edge.container_ids()
+    assert len(edge.container_ids() - ids_before_kill) == 1
 
     cluster.kubectl("delete", "deployment", "echo")
     wait_for(lambda: not echo_pods(edge) and not cluster.kubectl(
