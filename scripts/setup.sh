@@ -5,4 +5,7 @@ cd "$(dirname "$0")/.."
 if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install --quiet uv
 fi
-uv sync --frozen --quiet
+# Bytecode compiled once here, as a wheel install does: every `kubi` process would
+# otherwise compile its imports again (always, where PYTHONDONTWRITEBYTECODE is set).
+uv sync --frozen --quiet --compile-bytecode
+.venv/bin/python -m compileall -q -j 0 kubi >/dev/null
