@@ -6,7 +6,7 @@ pods at once and measures, through a watch, creation -> Running and creation -> 
 Reference: the upstream SLO is p99 <= 5 s (pod startup, image present); Kubi aims at
 p99 < 500 ms and 100 pods Running on one 2-core node in < 30 s.
 
-    .venv/bin/python bench/pods.py [--pods 100]     (root, runc, docker-registry)
+    .venv/bin/python bench/pods.py [--pods 100] [--rate 5]   (root, runc, docker-registry)
 """
 
 from __future__ import annotations
@@ -78,9 +78,10 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def measure(cluster: Cluster, count: int) -> tuple[Latencies, float, float]:
+def measure(cluster: Cluster, count: int, rate: float = 0.0
+            ) -> tuple[Latencies, float, float]:
     """Per measure, the sorted latencies from creation; then how long the creations and
-    the whole run took."""
+    the whole run took. `rate`: pods created per second (0: all at once)."""
     created: dict[str, float] = {}
     scheduled: dict[str, float] = {}
     running: dict[str, float] = {}
@@ -114,6 +115,8 @@ def measure(cluster: Cluster, count: int) -> tuple[Latencies, float, float]:
         time.sleep(0.5)
         began = time.perf_counter()
         for i in range(count):
+            if rate:  # paced: pod i goes out i/rate seconds after the first
+                time.sleep(max(0.0, began + i / rate - time.perf_counter()))
             name = f"bench-{i:04d}"
             created[name] = time.perf_counter()
             r = client.post("/api/v1/namespaces/default/pods", content=pod(name),
@@ -158,6 +161,9 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pods", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=0.0, metavar="PODS_PER_S",
+                        help="create pods at this pace instead of all at once (as the "
+                             "upstream SLO's load tests do)")
     parser.add_argument("--profile", metavar="FILE",
                         help="record the server (and its agent) with py-spy while measuring")
     args = parser.parse_args()
@@ -190,7 +196,7 @@ def main() -> None:
                 server_before = cpu_times(cluster.process.pid)
                 shims_before = shims_cpu(data)
                 try:
-                    latencies, posted, elapsed = measure(cluster, args.pods)
+                    latencies, posted, elapsed = measure(cluster, args.pods, args.rate)
                 finally:
                     if profiler is not None:
                         profiler.send_signal(signal.SIGINT)
@@ -206,7 +212,8 @@ def main() -> None:
                 cluster.stop()
                 cleanup_node(AgentNode(AgentConfig("bench-node", data / "agent"), netns,
                                        data / "agent", f"/{netns}"))
-    print(f"kubi pod start-up: {args.pods} pods created at once on one node (runc), "
+    pace = f"at {args.rate:g} pods/s" if args.rate else "at once"
+    print(f"kubi pod start-up: {args.pods} pods created {pace} on one node (runc or crun), "
           "image present, measured through a watch\n")
     print("| measure | pods | p50 | p99 |")
     print("| --- | --- | --- | --- |")
