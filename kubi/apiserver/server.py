@@ -13,7 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from kubi.api import errors
-from kubi.apiserver import certs, proxy
+from kubi.apiserver import certs, streaming
 from kubi.apiserver.app import APIServer
 from kubi.apiserver.store import WriteOptions
 from kubi.apiserver.tokens import TokenAuthority
@@ -96,8 +96,8 @@ class Server:
         for path in kubeconfigs:
             certs.write_kubeconfig(path, creds, config.url)
         uv_config = uvicorn.Config(
-            self.api, host=config.bind, port=config.port, loop="none", http=proxy.HttpProtocol,
-            ws=proxy.WebSocketProtocol, lifespan="off", log_level="warning", access_log=False,
+            self.api, host=config.bind, port=config.port, loop="none", http=streaming.HttpProtocol,
+            ws=streaming.WebSocketProtocol, lifespan="off", log_level="warning", access_log=False,
             ssl_certfile=str(creds.server_cert), ssl_keyfile=str(creds.server_key),
             ssl_ca_certs=str(creds.ca_cert), ssl_cert_reqs=ssl.CERT_NONE,
             timeout_keep_alive=120, ws_ping_interval=None, date_header=False,

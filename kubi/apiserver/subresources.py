@@ -227,12 +227,12 @@ async def _finalize(server: APIServer, request: Request, target: Target) -> Resp
 
 async def _streaming(server: APIServer, request: Request,
                      target: Target) -> Response | StreamResponse:
-    """Logs, exec, attach and port-forward are served by the node agent (proxy.py)."""
-    from kubi.apiserver import proxy
+    """Logs, exec, attach and port-forward are served by the node agent (streaming.py)."""
+    from kubi.apiserver import streaming
 
     if target.info.kind == "Pod" and target.subresource == "log":
-        return await proxy.stream_logs(server, request, target)
-    return await proxy.plain_upgrade(server, request, target)
+        return await streaming.stream_logs(server, request, target)
+    return await streaming.plain_upgrade(server, request, target)
 
 
 def is_proxy(group: str, parts: list[str]) -> bool:
@@ -282,6 +282,6 @@ async def review(server: APIServer, request: Request, target: Target) -> Respons
 
 async def websocket(server: APIServer, scope: Scope, receive: Receive, send: Send) -> None:
     """exec/attach/portforward over WebSocket: relayed to the pod's node agent."""
-    from kubi.apiserver import proxy
+    from kubi.apiserver import streaming
 
-    await proxy.relay_websocket(server, scope, receive, send)
+    await streaming.relay_websocket(server, scope, receive, send)

@@ -34,7 +34,7 @@ import httpx
 import pytest
 import uvicorn
 
-from kubi.apiserver import certs, proxy
+from kubi.apiserver import certs, streaming
 from kubi.apiserver.app import APIServer
 from kubi.apiserver.server import bootstrap
 from kubi.apiserver.tokens import TokenAuthority
@@ -106,8 +106,9 @@ async def _start_api_server(data_dir: Path) -> tuple[Cluster, Any, Any]:
     await bootstrap(api)
     api.ready = True
     port = free_port()
-    config = uvicorn.Config(api, host="127.0.0.1", port=port, loop="none", http=proxy.HttpProtocol,
-                            ws=proxy.WebSocketProtocol, lifespan="off", log_level="warning",
+    config = uvicorn.Config(api, host="127.0.0.1", port=port, loop="none",
+                            http=streaming.HttpProtocol, ws=streaming.WebSocketProtocol,
+                            lifespan="off", log_level="warning",
                             ssl_certfile=str(creds.server_cert), ssl_keyfile=str(creds.server_key),
                             ws_ping_interval=None, timeout_graceful_shutdown=2)
     config.load()
