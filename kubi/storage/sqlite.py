@@ -474,8 +474,17 @@ class SQLiteBackend:
             return db.execute(_LATEST_AT, (key, revision)).fetchone()
         return db.execute(_LATEST, (key,)).fetchone()
 
+    async def _settled(self) -> None:
+        """Reads wait for an open group commit: what they return must never be a write
+        that could still roll back (one loop turn at most)."""
+        batch = self._batch
+        if batch is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(batch)
+
     async def get(self, key: str, revision: int = 0) -> tuple[int, KeyValue | None]:
         _check_key(key)
+        await self._settled()
         if _check_revision(revision):
             self._check_read_revision(revision)
         row = self._latest_row(key, revision)
@@ -505,6 +514,7 @@ class SQLiteBackend:
         _check_prefix(prefix)
         _check_prefix(start_key, "start_key")
         _check_revision(limit, "limit")
+        await self._settled()
         db = self._conn()
         if _check_revision(revision):
             self._check_read_revision(revision)
@@ -528,6 +538,7 @@ class SQLiteBackend:
 
     async def count(self, prefix: str) -> tuple[int, int]:
         _check_prefix(prefix)
+        await self._settled()
         condition, params = _key_range(prefix)
         sql = (
             f"SELECT COUNT(*) FROM kine AS kv WHERE {condition} AND {_UNREPLACED}"
@@ -539,6 +550,7 @@ class SQLiteBackend:
 
     async def current_revision(self) -> int:
         self._conn()
+        await self._settled()
         return self._rev
 
     async def db_size(self) -> int:

@@ -96,3 +96,57 @@ async def test_a_failed_commit_fails_its_writes_and_announces_nothing(tmp_path: 
         await watch.aclose()
     finally:
         await store.close()
+
+
+async def test_reads_never_return_a_write_that_rolls_back(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SQLiteBackend(str(path), compact_interval=0)
+    await store.start()
+    try:
+        kept = await store.create("/g/kept", b"v")
+        db = store._conn()
+        db.execute("CREATE TABLE child (parent INTEGER REFERENCES kine(id) "
+                   "DEFERRABLE INITIALLY DEFERRED)")
+        db.execute("PRAGMA foreign_keys = ON")
+        write = asyncio.ensure_future(store.create("/g/lost", b"v"))
+        await asyncio.sleep(0)  # the INSERT ran in the open group; its COMMIT will fail
+        db.execute("INSERT INTO child VALUES (-1)")
+        assert store._batch is not None
+        # A read made now waits for the group: it sees the state after the rollback.
+        assert await store.get("/g/lost") == (kept, None)
+        with pytest.raises(sqlite3.IntegrityError):
+            await write
+        # And so does each kind of read, each made while another doomed group is open.
+        reads = (lambda: store.list("/g/"), lambda: store.count("/g/"),
+                 store.current_revision)
+        answers = []
+        for read in reads:
+            doomed = asyncio.ensure_future(store.create("/g/lost", b"v"))
+            await asyncio.sleep(0)
+            db.execute("INSERT INTO child VALUES (-1)")  # rolled back with each group
+            assert store._batch is not None
+            answers.append(await read())
+            with pytest.raises(sqlite3.IntegrityError):
+                await doomed
+        listed, counted, revision = answers
+        assert listed[0] == kept and [kv.key for kv in listed[1]] == ["/g/kept"]
+        assert counted == (kept, 1)
+        assert revision == kept
+        db.execute("PRAGMA foreign_keys = OFF")
+    finally:
+        await store.close()
+
+
+async def test_a_read_beside_a_write_returns_it_committed(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SQLiteBackend(str(path), compact_interval=0)
+    await store.start()
+    try:
+        write = asyncio.ensure_future(store.create("/g/new", b"v"))
+        await asyncio.sleep(0)
+        _, kv = await store.get("/g/new")
+        # What the read returned, another process sees too: it was committed first.
+        assert kv is not None and committed_rows(path) == 1
+        assert await write == kv.mod_revision
+    finally:
+        await store.close()
