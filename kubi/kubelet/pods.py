@@ -993,7 +993,7 @@ class PodWorker:
     # -- status ------------------------------------------------------------------------------
 
     def _run_of(self, spec: Obj, containers: list[ContainerStatus], policy: str,
-                default_waiting: str) -> st.ContainerRun:
+                default_waiting: str, runtime: str) -> st.ContainerRun:
         name = str(spec.get("name"))
         mine = sorted((c for c in containers
                        if c.labels.get(LABEL_CONTAINER_NAME, c.name) == name),
@@ -1006,16 +1006,16 @@ class PodWorker:
         current = mine[-1]
         previous = mine[-2] if len(mine) > 1 else None
         run = st.ContainerRun(name, restart_count=current.attempt,
-                              container_id=f"runc://{current.id}")
+                              container_id=f"{runtime}://{current.id}")
         if previous is not None and previous.state == ContainerState.EXITED:
-            run.last_exit = _terminated(previous)
+            run.last_exit = _terminated(previous, runtime)
         if current.state == ContainerState.RUNNING:
             run.started_at = _seconds_stamp(current.started_at)
             run.ready = self.probes.ready(current.id) and self.probes.started(current.id)
         elif current.state == ContainerState.EXITED:
             restarting = _should_restart(policy, current) and waiting is not None
             if restarting and waiting is not None:
-                run.last_exit = _terminated(current)
+                run.last_exit = _terminated(current, runtime)
                 run.waiting_reason, run.waiting_message = waiting
             else:
                 run.started_at = _seconds_stamp(current.started_at) or \
@@ -1034,10 +1034,14 @@ class PodWorker:
         spec = self.pod.get("spec") or {}
         policy = "Never" if terminating else str(spec.get("restartPolicy") or "Always")
         inits = spec.get("initContainers") or []
-        init_runs = [self._run_of(c, containers, policy, "PodInitializing") for c in inits]
+        # containerID is <runtime name>://<id>, as upstream's (containerd://…).
+        runtime, _ = await self.ctx.runtime.version()
+        init_runs = [self._run_of(c, containers, policy, "PodInitializing", runtime)
+                     for c in inits]
         init_pending = any(r.exit_code != 0 for r in init_runs)
         runs = [self._run_of(c, containers, policy,
-                             "PodInitializing" if init_pending else "ContainerCreating")
+                             "PodInitializing" if init_pending else "ContainerCreating",
+                             runtime)
                 for c in spec.get("containers") or []]
         if terminating:
             for run in [*init_runs, *runs]:
@@ -1047,7 +1051,7 @@ class PodWorker:
             pod_ip=self._pod_ip(sandbox) if sandbox else "",
             sandbox_ready=bool(sandbox and sandbox.state == SandboxState.READY
                                and volumes_ready))
-        by_id = {f"runc://{c.id}": c for c in containers}
+        by_id = {f"{runtime}://{c.id}": c for c in containers}
         for entry in [*(status.get("initContainerStatuses") or []),
                       *(status.get("containerStatuses") or [])]:
             runtime_status = by_id.get(entry.get("containerID", ""))
@@ -1093,12 +1097,12 @@ def _desired(pod: Obj) -> Obj:
     return {"metadata": meta, "spec": pod.get("spec")}
 
 
-def _terminated(container: ContainerStatus) -> Obj:
+def _terminated(container: ContainerStatus, runtime: str) -> Obj:
     return st.terminated_state(container.exit_code,
                                _seconds_stamp(container.started_at)
                                or _seconds_stamp(container.finished_at) or "",
                                _seconds_stamp(container.finished_at) or "",
-                               f"runc://{container.id}", container.reason or None)
+                               f"{runtime}://{container.id}", container.reason or None)
 
 
 def _duration(seconds: float) -> str:

@@ -146,7 +146,7 @@ def test_simple_pod_serves_through_nginx_and_survives_an_agent_restart(
                 echo = container_status(pod, "echo")
                 assert echo["image"] == "docker.io/gihyodocker/echo:latest"
                 assert echo["imageID"].startswith("docker.io/gihyodocker/echo@sha256:")
-                assert echo["containerID"].startswith("runc://")
+                assert echo["containerID"].startswith(("runc://", "crun://"))
                 assert echo["started"] is True and echo["restartCount"] == 0
                 assert "running" in echo["state"]
 
@@ -328,7 +328,7 @@ def test_readiness_gates_ready_and_liveness_failure_restarts(
                                for e in await events_of(client, "probed"))
 
                 await eventually(not_found_seen, 30)
-                cid = container_status(got, "main")["containerID"].removeprefix("runc://")
+                cid = container_status(got, "main")["containerID"].partition("://")[2]
                 result = await runtime_of(node).exec_sync(cid, ["touch", "/tmp/ready"], 10)
                 assert result.exit_code == 0
 
@@ -434,7 +434,7 @@ def test_volumes_env_and_dns(tmp_path: Path, registry: LocalRegistry) -> None:
                 config_map = await client.get("configmaps", "app-config", "default")
                 config_map["data"]["greeting"] = "bonjour"
                 await client.update("configmaps", config_map)
-                cid = container_status(got, "reader")["containerID"].removeprefix("runc://")
+                cid = container_status(got, "reader")["containerID"].partition("://")[2]
                 runtime = runtime_of(node)
 
                 async def updated() -> bool:

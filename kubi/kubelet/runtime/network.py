@@ -58,6 +58,8 @@ class PodNetworkInfo:
 # Threads that start commands and wait for them. Starting a process blocks the caller
 # until the child has exec'd, which on a loaded node means waiting for the scheduler to
 # run the child: done on the event loop, that stalls the API server and every pod.
+# Processes meant to outlive the command (oci.py's shims) start here too: close_fds
+# keeps the agent's other descriptors out of them.
 _RUNNERS = concurrent.futures.ThreadPoolExecutor(max_workers=16,
                                                  thread_name_prefix="kubi-run")
 
@@ -65,7 +67,7 @@ _RUNNERS = concurrent.futures.ThreadPoolExecutor(max_workers=16,
 def _run_blocking(argv: tuple[str, ...], stdin: bytes | None) -> tuple[int, bytes]:
     result = subprocess.run(argv, input=stdin,
                             stdin=subprocess.DEVNULL if stdin is None else None,
-                            capture_output=True, check=False)
+                            capture_output=True, close_fds=True, check=False)
     return result.returncode, result.stderr + result.stdout
 
 
@@ -159,7 +161,7 @@ class PodNetwork:
 
     def _save(self, data: dict[str, Any]) -> None:
         temporary = self._ipam_path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(data, indent=1))
+        temporary.write_text(json.dumps(data))  # compact: encoded in C, not in Python
         temporary.replace(self._ipam_path)
 
     def _allocate(self, sandbox_id: str, ports: list[PortMapping]) -> str:

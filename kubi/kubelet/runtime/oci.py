@@ -22,6 +22,13 @@ Processes that outlive the command starting them (the shim, the PID namespace ho
 are started through `_run_detaching`, never through the event loop's subprocess
 support: uvloop ignores close_fds, so they would inherit the loop's copies of the other
 end of its stdio pipes and the wait for end-of-output would never finish.
+
+What this driver wrote once and never changes (container.json; a shim's started.json,
+exit.json and shim.pid once there) is kept in memory after the first read, and so is
+which containers each sandbox has (for the name check of create_container); state that
+changes (sandbox.json, whether a shim lives) is read from disk every time. A container
+another driver object over the same root removed is noticed (its container.json is
+gone); one it created is seen by the listings, not by the name check.
 """
 
 from __future__ import annotations
@@ -39,7 +46,6 @@ import shutil
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import termios
@@ -72,10 +78,16 @@ from kubi.kubelet.runtime.network import PodNetwork, connect_in_netns, run
 from kubi.kubelet.runtime.runtimes import RuntimeBinary, resolve_runtime
 
 SHIM = Path(__file__).with_name("shim.py")
+# How the shim is started: imported by path rather than run as a script, so its compiled
+# bytecode is cached (a script is compiled on every start); `python -I -S -c BOOT SHIM
+# DIR`, the shim's path and directory on its command line (_shim_alive looks for them).
+SHIM_BOOT = ("import sys; sys.path.append(sys.argv[1].rpartition('/')[0]); "
+             "import shim; shim.main(sys.argv[2])")
 STOP_POLL_SECONDS = 0.02
 KILL_WAIT_SECONDS = 10.0
 START_ERROR_EXIT_CODE = 128
 _HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,62})$", re.IGNORECASE)
+_ID = re.compile(r"[0-9a-f]{1,64}")
 
 
 def _now_ns() -> int:
@@ -120,14 +132,17 @@ def _container_config(data: dict[str, Any]) -> ContainerConfig:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=1))
-    temporary.replace(path)
+    """Atomically; compact, which json encodes in C (indented, it takes the Python path)."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as file:
+        file.write(json.dumps(data))
+    os.replace(temporary, path)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Path | str) -> dict[str, Any] | None:
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
+        with open(path, "rb") as file:
+            data: dict[str, Any] = json.loads(file.read())
     except (OSError, ValueError):
         return None
     return data
@@ -160,14 +175,10 @@ def _labels_match(have: dict[str, str], want: dict[str, str] | None) -> bool:
 
 async def _run_detaching(*argv: str) -> tuple[int, str]:
     """Run a command that leaves a process behind; (exit code, stderr + stdout).
-    subprocess closes every other descriptor in the child (close_fds), whatever event
-    loop runs, and a thread waits for it."""
-    def call() -> tuple[int, str]:
-        result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                                close_fds=True, check=False)
-        return result.returncode, (result.stderr + result.stdout).decode(
-            errors="replace").strip()
-    return await asyncio.to_thread(call)
+    network.run starts it with subprocess (close_fds: every other descriptor closed in
+    the child, whatever event loop runs) on its own threads, not the loop's default
+    executor: a shim start holds its thread for a tenth of a second or more."""
+    return await run(*argv, check=False)
 
 
 class OciRuntime:
@@ -189,6 +200,13 @@ class OciRuntime:
         self.containers_dir = self.root / "containers"
         for directory in (self.state_root, self.sandboxes_dir, self.containers_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        # Files written once, by id (see the module's docstring).
+        self._records: dict[str, dict[str, Any]] = {}
+        self._started: dict[str, dict[str, Any]] = {}
+        self._exited: dict[str, dict[str, Any]] = {}
+        self._shim_pids: dict[str, int] = {}
+        # Sandbox id -> its containers' ids -> (name, attempt); None until first needed.
+        self._by_sandbox: dict[str, dict[str, tuple[str, int]]] | None = None
 
     def _runtime_of(self, record: dict[str, Any]) -> tuple[str, str]:
         """(binary, state root) the container was created with (runc before both were
@@ -207,7 +225,7 @@ class OciRuntime:
     # -- sandboxes ----------------------------------------------------------------------
 
     def _sandbox_dir(self, sandbox_id: str) -> Path:
-        if not re.fullmatch(r"[0-9a-f]{1,64}", sandbox_id):
+        if not _ID.fullmatch(sandbox_id):
             raise NotFoundError(f"sandbox {sandbox_id!r} not found")
         return self.sandboxes_dir / sandbox_id
 
@@ -248,20 +266,13 @@ class OciRuntime:
         }
         _write_json(directory / "sandbox.json", record)
         try:
-            namespaces = ["--ipc=" + str(directory / "ns" / "ipc")]
-            (directory / "ns" / "ipc").touch()
-            if not config.host_network:
-                (directory / "ns" / "uts").touch()
-                namespaces.append("--uts=" + str(directory / "ns" / "uts"))
-            await run("unshare", *namespaces, sys.executable, "-I", "-S", "-c",
-                      "import socket, sys; socket.sethostname(sys.argv[1])"
-                      if not config.host_network else "pass", hostname)
-            if config.host_network:
-                record["netns_path"] = self.network.node_netns_path() if self.network else None
-            else:
-                assert self.network is not None
-                info = await self.network.setup(sandbox_id, config.port_mappings)
-                record.update(ip=info.ip, netns=info.netns, netns_path=info.netns_path)
+            # The IPC and UTS namespaces and the network are independent: made at once.
+            outcomes = await asyncio.gather(
+                self._make_namespaces(directory / "ns", hostname, config.host_network),
+                self._make_network(sandbox_id, config, record), return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
             (directory / "hosts").write_text(bundle.hosts_content(
                 hostname, record["ip"], config.host_aliases, config.host_network))
             (directory / "resolv.conf").write_text(bundle.resolv_content(config.dns))
@@ -273,6 +284,31 @@ class OciRuntime:
             await self._remove_sandbox_files(sandbox_id, record)
             raise
         return sandbox_id
+
+    async def _make_namespaces(self, directory: Path, hostname: str,
+                               host_network: bool) -> None:
+        """The pod's IPC namespace and, unless on the host's network, its UTS namespace
+        named `hostname`, held by bind mounts on files in `directory`."""
+        namespaces = [f"--ipc={directory / 'ipc'}"]
+        (directory / "ipc").touch()
+        command = ["true"]
+        if not host_network:
+            (directory / "uts").touch()
+            namespaces.append(f"--uts={directory / 'uts'}")
+            # In the new UTS namespace, this file is its hostname (sethostname(2)).
+            command = ["sh", "-c", 'printf "%s\\n" "$1" > /proc/sys/kernel/hostname', "sh",
+                       hostname]
+        await run("unshare", *namespaces, *command)
+
+    async def _make_network(self, sandbox_id: str, config: PodSandboxConfig,
+                            record: dict[str, Any]) -> None:
+        """The pod's network namespace (or the node's); fills in the record."""
+        if config.host_network:
+            record["netns_path"] = self.network.node_netns_path() if self.network else None
+            return
+        assert self.network is not None
+        info = await self.network.setup(sandbox_id, config.port_mappings)
+        record.update(ip=info.ip, netns=info.netns, netns_path=info.netns_path)
 
     async def _start_pid_holder(self, record: dict[str, Any]) -> dict[str, Any]:
         """A process in a new PID namespace (inside the pod's others) for the containers
@@ -344,6 +380,8 @@ class OciRuntime:
                 await run("umount", str(path), check=False)
         cgroups.remove(record["cgroup_parent"])
         shutil.rmtree(directory, ignore_errors=True)
+        if self._by_sandbox is not None and not self._by_sandbox.get(sandbox_id):
+            self._by_sandbox.pop(sandbox_id, None)
 
     def _sandbox_status(self, record: dict[str, Any]) -> PodSandboxStatus:
         return PodSandboxStatus(
@@ -371,15 +409,53 @@ class OciRuntime:
     # -- containers ---------------------------------------------------------------------
 
     def _container_dir(self, container_id: str) -> Path:
-        if not re.fullmatch(r"[0-9a-f]{1,64}", container_id):
+        if not _ID.fullmatch(container_id):
             raise NotFoundError(f"container {container_id!r} not found")
         return self.containers_dir / container_id
 
     def _container_record(self, container_id: str) -> dict[str, Any]:
-        record = _read_json(self._container_dir(container_id) / "container.json")
+        path = self._container_dir(container_id) / "container.json"
+        record = self._records.get(container_id)
+        if record is not None and not os.path.exists(str(path)):
+            self._forget(container_id)  # removed by another driver over this root
+            record = None
+        elif record is None:
+            record = self._load_record(path)
         if record is None:
             raise NotFoundError(f"container {container_id!r} not found")
         return record
+
+    def _load_record(self, path: Path) -> dict[str, Any] | None:
+        record = _read_json(path)
+        if record is not None:
+            self._remember(record)
+        return record
+
+    def _remember(self, record: dict[str, Any]) -> None:
+        self._records[record["id"]] = record
+        if self._by_sandbox is not None:
+            self._by_sandbox.setdefault(record["sandbox_id"], {})[record["id"]] = (
+                record["config"]["name"], record["config"]["attempt"])
+
+    def _forget(self, container_id: str) -> None:
+        record = self._records.pop(container_id, None)
+        for cache in (self._started, self._exited, self._shim_pids):
+            cache.pop(container_id, None)
+        if record is not None and self._by_sandbox is not None:
+            self._by_sandbox.get(record["sandbox_id"], {}).pop(container_id, None)
+
+    def _containers_of(self, sandbox_id: str) -> dict[str, tuple[str, int]]:
+        """Container id -> (name, attempt) of the sandbox's containers, from memory once
+        every container record was read."""
+        if self._by_sandbox is None:
+            self._by_sandbox = {}
+            with os.scandir(self.containers_dir) as entries:
+                for entry in entries:
+                    record = self._records.get(entry.name) or _read_json(
+                        f"{entry.path}/container.json")
+                    if record is not None:
+                        self._remember(record)
+        return self._by_sandbox.get(sandbox_id, {})
 
     async def create_container(self, sandbox_id: str, config: ContainerConfig) -> str:
         sandbox = self._sandbox_record(sandbox_id)
@@ -389,11 +465,12 @@ class OciRuntime:
             raise InvalidArgumentError("attempt must not be negative")
         if config.log_path and not os.path.isabs(config.log_path):
             raise InvalidArgumentError(f"log path {config.log_path!r} is not absolute")
-        for existing in await self.list_containers(sandbox_id=sandbox_id):
-            if existing.name == config.name and existing.attempt == config.attempt:
+        for existing, (name, attempt) in list(self._containers_of(sandbox_id).items()):
+            if (name, attempt) == (config.name, config.attempt) and \
+                    self._exists(existing):
                 raise InvalidArgumentError(
                     f"container name {config.name!r} attempt {config.attempt} is reserved "
-                    f"for {existing.id}")
+                    f"for {existing}")
         sandbox_dir = self.sandboxes_dir / sandbox_id
         host_network = sandbox["config"]["host_network"]
         holder = sandbox.get("pid_holder")
@@ -409,12 +486,24 @@ class OciRuntime:
         cgroups_path = f"{sandbox['cgroup_parent']}/{container_id}"
         spec = bundle.build_spec(config, context, cgroups_path)
         directory = self.containers_dir / container_id
-        bundle.write_spec(directory / "bundle", spec)
-        _write_json(directory / "container.json", {
+        (directory / "bundle").mkdir(parents=True)
+        _write_json(directory / "bundle" / "config.json", spec)
+        record = {
             "id": container_id, "sandbox_id": sandbox_id, "config": _to_json(config),
             "created_at": _now_ns(), "cgroups_path": cgroups_path,
-            "runtime": self.runtime, "runtime_root": str(self.state_root)})
+            "runtime": self.runtime, "runtime_root": str(self.state_root)}
+        _write_json(directory / "container.json", record)
+        self._remember(record)
         return container_id
+
+    def _exists(self, container_id: str) -> bool:
+        """Whether its record is still there; forgotten when not."""
+        try:
+            self._container_record(container_id)
+        except NotFoundError:
+            self._forget(container_id)
+            return False
+        return True
 
     async def start_container(self, container_id: str) -> None:
         record = self._container_record(container_id)
@@ -428,8 +517,8 @@ class OciRuntime:
             "bundle": str(directory / "bundle"), "log_path": config["log_path"],
             "tty": config["tty"], "stdin": config["stdin"],
             "stdin_once": config["stdin_once"]})
-        code, message = await _run_detaching(sys.executable, "-I", "-S", str(SHIM),
-                                             str(directory))
+        code, message = await _run_detaching(sys.executable, "-I", "-S", "-c", SHIM_BOOT,
+                                             str(SHIM), str(directory))
         if code != 0:
             await self._oci(record, "delete", "--force", container_id, check=False)
             _write_json(directory / "exit.json", {
@@ -438,12 +527,27 @@ class OciRuntime:
             raise RuntimeServiceError(f"failed to start container {container_id}: {message}")
 
     def _shim_alive(self, directory: Path) -> bool:
+        pid = self._shim_pids.get(directory.name)
         try:
-            pid = int((directory / "shim.pid").read_text())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if pid is None:
+                with open(directory / "shim.pid", "rb") as file:
+                    pid = int(file.read())
+                self._shim_pids[directory.name] = pid
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                cmdline = file.read()
         except (OSError, ValueError):
             return False
         return str(SHIM).encode() in cmdline and str(directory).encode() in cmdline
+
+    def _written_once(self, cache: dict[str, dict[str, Any]], directory: Path,
+                      name: str) -> dict[str, Any] | None:
+        """A file the shim (or a failed start) writes once: read until it is there."""
+        data = cache.get(directory.name)
+        if data is None:
+            data = _read_json(directory / name)
+            if data is not None:
+                cache[directory.name] = data
+        return data
 
     def _status(self, record: dict[str, Any]) -> ContainerStatus:
         directory = self.containers_dir / record["id"]
@@ -453,8 +557,8 @@ class OciRuntime:
             attempt=config["attempt"], image=config["image"], state=ContainerState.CREATED,
             created_at=_stamp(record["created_at"]), log_path=config["log_path"],
             labels=dict(config["labels"]), annotations=dict(config["annotations"]))
-        started = _read_json(directory / "started.json")
-        exited = _read_json(directory / "exit.json")
+        started = self._written_once(self._started, directory, "started.json")
+        exited = self._written_once(self._exited, directory, "exit.json")
         if started:
             status.started_at = _stamp(started["started_at"])
         if exited:
@@ -484,8 +588,11 @@ class OciRuntime:
                               labels: dict[str, str] | None = None
                               ) -> list[ContainerStatus]:
         result = []
-        for directory in self.containers_dir.iterdir():
-            record = _read_json(directory / "container.json")
+        with os.scandir(self.containers_dir) as entries:
+            records = [self._records.get(entry.name)
+                       or self._load_record(Path(entry.path, "container.json"))
+                       for entry in entries]
+        for record in records:
             if record is None or (sandbox_id and record["sandbox_id"] != sandbox_id):
                 continue
             status = self._status(record)
@@ -526,6 +633,7 @@ class OciRuntime:
         await self._oci(record, "delete", "--force", container_id, check=False)
         cgroups.remove(record["cgroups_path"])
         shutil.rmtree(self.containers_dir / container_id, ignore_errors=True)
+        self._forget(container_id)
 
     # -- exec, attach, port forward, logs -----------------------------------------------
 

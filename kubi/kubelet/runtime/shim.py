@@ -1,10 +1,16 @@
-"""The supervisor of one container: `python -I -S shim.py <container dir>`.
+"""The supervisor of one container, started as `python -I -S -c BOOT shim.py <container dir>`.
 
-Standard library only and started by file path (no package imports), so it stays small.
-It starts `<runtime> run -d` (runc or crun: neither keeps the exit code of a detached
-container), becomes the container's parent (child subreaper), writes its
-stdout/stderr to the CRI log file, serves attachments on `attach.sock`, and records the
-exit code and times in files, so all of it survives a restart of the node agent.
+Standard library only and nothing from kubi (see BOOT in oci.py: this file is imported by
+path so its bytecode is cached). It starts `<runtime> run -d` (runc or crun: neither keeps
+the exit code of a detached container), becomes the container's parent (child
+subreaper), writes its stdout/stderr to the CRI log file, serves attachments on
+`attach.sock`, and records the exit code and times in files, so all of it survives a
+restart of the node agent.
+
+One runs per container, so its start-up is on every pod's path: it imports only
+modules written in C (`_socket`, `_signal`, `_json`, `_ctypes` rather than their Python
+wrappers, which pull in enum, re and collections and cost the shim three times the
+CPU of a bare interpreter).
 
 The process the agent starts waits until the container runs, prints an error and exits
 1 if it could not be started, or exits 0 leaving the supervisor running on its own.
@@ -24,23 +30,15 @@ to the shim 0 stdin data, 1 close stdin, 3 resize (width, height as two u16);
 from the shim 1 stdout, 2 stderr, 4 exit (exit code as i32), then the shim hangs up.
 """
 
-from __future__ import annotations
-
-import contextlib
-import ctypes
-import datetime
+import _json
+import _signal
+import _socket
 import errno
-import fcntl
-import json
 import os
 import select
-import signal
-import socket
 import struct
 import sys
-import termios
 import time
-from typing import Any
 
 FRAME_STDIN, FRAME_CLOSE_STDIN, FRAME_STDOUT, FRAME_STDERR, FRAME_RESIZE, FRAME_EXIT = (
     0, 1, 1, 2, 3, 4)
@@ -50,20 +48,108 @@ MAX_CLIENT_BACKLOG = 1 << 20
 DRAIN_SECONDS = 1.0
 PR_SET_CHILD_SUBREAPER = 36
 
+JSONValue = str | int | bool | None
+
+
+class _JSONContext:
+    """What the C JSON scanner reads its options from (json.JSONDecoder's defaults)."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = float  # NaN, Infinity
+
+
+_scan_json = _json.make_scanner(_JSONContext())  # type: ignore[arg-type]
+
+
+def parse_json(text: str) -> object:
+    """A JSON document; ValueError when it is not one."""
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration:
+        raise ValueError("not JSON") from None
+    if text[end:].strip():
+        raise ValueError("extra data after JSON")
+    return value
+
+
+def read_json(path: str) -> dict[str, JSONValue]:
+    with open(path) as file:
+        value = parse_json(file.read().strip())
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return value
+
+
+def to_json(data: dict[str, JSONValue]) -> str:
+    """A flat JSON object (strings, integers, booleans, null)."""
+    def value_text(value: JSONValue) -> str:
+        if value is None:
+            return "null"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int):
+            return str(value)
+        return str(_json.encode_basestring_ascii(value))
+    return "{" + ", ".join(f"{_json.encode_basestring_ascii(key)}: {value_text(value)}"
+                           for key, value in data.items()) + "}"
+
 
 def log_time(time_ns: int) -> bytes:
     seconds, nanos = divmod(time_ns, 1_000_000_000)
-    stamp = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
-    return (stamp.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z").encode()
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+            + f".{nanos:09d}Z").encode()
 
 
-def write_json(path: str, data: dict[str, object]) -> None:
+def write_json(path: str, data: dict[str, JSONValue], durable: bool = True) -> None:
     temporary = path + ".tmp"
     with open(temporary, "w") as file:
-        json.dump(data, file)
-        file.flush()
-        os.fsync(file.fileno())
+        file.write(to_json(data))
+        if durable:
+            file.flush()
+            os.fsync(file.fileno())
     os.replace(temporary, path)
+
+
+def set_child_subreaper() -> int:
+    """prctl(PR_SET_CHILD_SUBREAPER, 1) through _ctypes (ctypes itself costs 4x more);
+    0 when done."""
+    import _ctypes
+
+    class Function(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL  # returns an int, takes ints: the defaults
+
+    class Library:  # what a function is looked up in: anything with a dlopen handle
+        _handle = _ctypes.dlopen(None, _ctypes.RTLD_LOCAL)  # type: ignore[arg-type]
+
+    prctl = Function(("prctl", Library()))  # type: ignore[arg-type]
+    return int(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
+
+
+def receive_fd(sock: _socket.socket) -> int | None:
+    """A descriptor sent over a unix socket (SCM_RIGHTS), as socket.recv_fds does."""
+    _, ancillary, _, _ = sock.recvmsg(4096, _socket.CMSG_LEN(4))
+    for level, kind, data in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS and len(data) >= 4:
+            fds = struct.unpack(f"{len(data) // 4}i", data[:len(data) // 4 * 4])
+            for extra in fds[1:]:
+                os.close(extra)
+            return int(fds[0])
+    return None
+
+
+def unix_listener(path: str, backlog: int) -> _socket.socket:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(backlog)
+    return listener
 
 
 class LogWriter:
@@ -107,7 +193,7 @@ class LogWriter:
 
 
 class Client:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
         self.inbox = b""
         self.outbox = b""
@@ -150,17 +236,23 @@ def oom_kills(cgroup_dir: str) -> int:
 def runtime_error(log_path: str) -> str:
     """The last error the runtime logged (its --log file, JSON lines: runc and crun)."""
     message = ""
-    with contextlib.suppress(OSError), open(log_path) as file:
-        for line in file:
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if entry.get("level") in ("error", "fatal"):
-                    message = str(entry.get("msg", ""))
+    try:
+        with open(log_path) as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        try:
+            entry = parse_json(line.strip())
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
+            message = str(entry.get("msg", ""))
     return message
 
 
 class Shim:
-    def __init__(self, directory: str, config: dict[str, object]) -> None:
+    def __init__(self, directory: str, config: dict[str, JSONValue]) -> None:
         self.directory = directory
         self.config = config
         self.tty = bool(config.get("tty"))
@@ -175,7 +267,7 @@ class Shim:
         self.reopen_requested = False
 
     def runc_argv(self, *args: str) -> list[str]:
-        # Absolute: crun resolves relative paths against the bundle, runc the cwd.
+        # Absolute: the runtimes chdir into the bundle before they use these paths.
         return [str(self.config["runtime"]), "--root", str(self.config["runtime_root"]),
                 "--log", os.path.abspath("runc.log"), "--log-format", "json", *args]
 
@@ -185,12 +277,12 @@ class Shim:
         args = ["run", "-d", "--pid-file", os.path.abspath("container.pid"), "--bundle",
                 str(self.config["bundle"])]
         console = None
+        # Both runtimes look for a relative console socket in the bundle (they chdir
+        # there); relative, as unix socket paths are short.
+        console_path = os.path.join(os.path.relpath(str(self.config["bundle"])),
+                                    "console.sock")
         if self.tty:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink("console.sock")
-            console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            console.bind("console.sock")
-            console.listen(1)
+            console = unix_listener(console_path, 1)
             args += ["--console-socket", "console.sock"]
             stdio = [devnull, devnull, devnull]
         else:
@@ -204,9 +296,8 @@ class Shim:
             self.outputs = {out_r: "stdout", err_r: "stderr"}
             stdio = [in_r, out_w, err_w]
         actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)]
-        runc = os.posix_spawnp(self.runc_argv(*args, str(self.config["id"]))[0],
-                               self.runc_argv(*args, str(self.config["id"])),
-                               dict(os.environ), file_actions=actions)
+        argv = self.runc_argv(*args, str(self.config["id"]))
+        runc = os.posix_spawnp(argv[0], argv, dict(os.environ), file_actions=actions)
         if not self.tty:
             for fd in stdio:
                 if fd != devnull:
@@ -214,25 +305,29 @@ class Shim:
         status = None
         while status is None:
             if console is not None and self.master is None:
+                # The terminal arrives on the console socket while the runtime runs.
                 ready, _, _ = select.select([console], [], [], 0.01)
                 if ready:
-                    connection, _ = console.accept()
-                    _, fds, _, _ = socket.recv_fds(connection, 4096, 1)
+                    fd, _ = console._accept()  # type: ignore[attr-defined]
+                    connection = _socket.socket(fileno=fd)
+                    master = receive_fd(connection)
                     connection.close()
-                    if fds:
-                        self.master = fds[0]
+                    if master is not None:
+                        self.master = master
                         self.outputs = {self.master: "stdout"}
                         if self.stdin_open:
                             self.stdin_fd = self.master
+                pid, raw = os.waitpid(runc, os.WNOHANG)
             else:
-                time.sleep(0.002)
-            pid, raw = os.waitpid(runc, os.WNOHANG)
+                pid, raw = os.waitpid(runc, 0)
             if pid:
                 status = os.waitstatus_to_exitcode(raw)
         if console is not None:
             console.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink("console.sock")
+            try:
+                os.unlink(console_path)
+            except FileNotFoundError:
+                pass
         os.close(devnull)
         if status != 0:
             name = os.path.basename(str(self.config["runtime"]))
@@ -255,8 +350,10 @@ class Shim:
         if self.stdin_fd is None:
             return
         if self.stdin_fd == self.master:
-            with contextlib.suppress(OSError):
-                os.write(self.master, b"\x04")  # EOF for the terminal's reader
+            try:
+                os.write(self.stdin_fd, b"\x04")  # EOF for the terminal's reader
+            except OSError:
+                pass
         else:
             os.close(self.stdin_fd)
         self.stdin_fd = None
@@ -269,7 +366,7 @@ class Shim:
                 self.drop(client)  # too slow a reader must not stall the container
 
     def drop(self, client: Client) -> None:
-        with contextlib.suppress(ValueError):
+        if client in self.clients:
             self.clients.remove(client)
         client.sock.close()
         if self.stdin_once:
@@ -293,11 +390,16 @@ class Shim:
             payload = client.inbox[HEADER.size:HEADER.size + length]
             client.inbox = client.inbox[HEADER.size + length:]
             if kind == FRAME_STDIN and self.stdin_fd is not None:
-                with contextlib.suppress(OSError):
+                try:
                     os.write(self.stdin_fd, payload)
+                except OSError:
+                    pass
             elif kind == FRAME_CLOSE_STDIN:
                 self.close_stdin()
             elif kind == FRAME_RESIZE and self.master is not None and length == 4:
+                import fcntl
+                import termios
+
                 width, height = struct.unpack("!HH", payload)
                 fcntl.ioctl(self.master, termios.TIOCSWINSZ,
                             struct.pack("HHHH", height, width, 0, 0))
@@ -321,11 +423,7 @@ class Shim:
         return True
 
     def serve(self, pid: int, wakeup: int) -> int:
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink("attach.sock")
-        listener.bind("attach.sock")
-        listener.listen(8)
+        listener = unix_listener("attach.sock", 8)
         listener.setblocking(False)
         exit_code: int | None = None
         drain_until = 0.0
@@ -340,20 +438,25 @@ class Shim:
                 self.reopen_requested = False
                 self.log.flush()
                 self.log.reopen()
-            readers: list[Any] = [wakeup, listener, *self.outputs,
-                                     *(c.sock for c in self.clients)]
+            readers: list[int | _socket.socket] = [wakeup, listener, *self.outputs,
+                                                   *(c.sock for c in self.clients)]
             writers = [c.sock for c in self.clients if c.outbox]
             timeout = 0.1 if exit_code is not None else 5.0
             readable, writable, _ = select.select(readers, writers, [], timeout)
             for item in readable:
                 if item == wakeup:
-                    with contextlib.suppress(BlockingIOError):
+                    try:
                         os.read(wakeup, 512)
+                    except BlockingIOError:
+                        pass
                 elif item is listener:
-                    with contextlib.suppress(BlockingIOError):
-                        sock, _ = listener.accept()
-                        sock.setblocking(False)
-                        self.clients.append(Client(sock))
+                    try:
+                        fd, _ = listener._accept()  # type: ignore[attr-defined]
+                    except BlockingIOError:
+                        continue
+                    sock = _socket.socket(fileno=fd)
+                    sock.setblocking(False)
+                    self.clients.append(Client(sock))
                 elif isinstance(item, int):
                     if item in self.outputs:
                         self.read_output(item)
@@ -373,8 +476,10 @@ class Shim:
                         self.drop(client)
         self.log.flush()
         listener.close()
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink("attach.sock")
+        except FileNotFoundError:
+            pass
         assert exit_code is not None
         return exit_code
 
@@ -383,17 +488,17 @@ class Shim:
         for client in list(self.clients):
             client.sock.setblocking(True)
             client.sock.settimeout(1.0)
-            with contextlib.suppress(OSError):
+            try:
                 client.sock.sendall(client.outbox)
+            except OSError:
+                pass
             client.sock.close()
         self.clients.clear()
 
 
 def supervise(directory: str, report: int) -> None:
     """The daemon side: runs until the container exits."""
-    with open("shim.json") as file:
-        config = json.load(file)
-    shim = Shim(directory, config)
+    shim = Shim(directory, read_json("shim.json"))
     with open("shim.pid", "w") as file:
         file.write(str(os.getpid()))
     try:
@@ -403,25 +508,27 @@ def supervise(directory: str, report: int) -> None:
         os.write(report, f"error: {error}".encode())
         os.close(report)
         raise SystemExit(1) from None
-    cgroup_dir = ""
-    with contextlib.suppress(OSError, ValueError):
+    try:
         cgroup_dir = memory_cgroup_dir(pid)
+    except (OSError, ValueError):
+        cgroup_dir = ""
     oom_before = oom_kills(cgroup_dir) if cgroup_dir else 0
+    # Not fsync'ed: after a crash of the machine the container is gone anyway.
     write_json("started.json", {"pid": pid, "started_at": started_ns,
-                                "memory_cgroup": cgroup_dir})
+                                "memory_cgroup": cgroup_dir}, durable=False)
     os.write(report, b"ok")
     os.close(report)
 
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)
-    signal.set_wakeup_fd(wake_w)
+    _signal.set_wakeup_fd(wake_w)
 
     def on_reopen(_signum: int, _frame: object) -> None:
         shim.reopen_requested = True
 
-    signal.signal(signal.SIGCHLD, lambda _s, _f: None)
-    signal.signal(signal.SIGUSR1, on_reopen)
+    _signal.signal(_signal.SIGCHLD, lambda _s, _f: None)
+    _signal.signal(_signal.SIGUSR1, on_reopen)
     exit_code = shim.serve(pid, wake_r)
     finished_ns = time.time_ns()
     oom = bool(cgroup_dir) and oom_kills(cgroup_dir) > oom_before
@@ -430,9 +537,9 @@ def supervise(directory: str, report: int) -> None:
     shim.finish_clients(exit_code)
 
 
-def main() -> None:
+def main(directory: str) -> None:
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-    directory = os.path.abspath(sys.argv[1])
+    directory = os.path.abspath(directory)
     os.chdir(directory)  # runc gets relative socket paths: unix paths are short
     report_r, report_w = os.pipe()
     if os.fork():
@@ -446,10 +553,9 @@ def main() -> None:
         raise SystemExit(1)
     os.close(report_r)
     os.setsid()
-    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
-        signal.signal(signum, signal.SIG_IGN)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    for signum in (_signal.SIGHUP, _signal.SIGINT, _signal.SIGTERM, _signal.SIGPIPE):
+        _signal.signal(signum, _signal.SIG_IGN)
+    set_child_subreaper()
     devnull = os.open(os.devnull, os.O_RDWR)
     errors = os.open("shim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(devnull, 0)
@@ -461,4 +567,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1])

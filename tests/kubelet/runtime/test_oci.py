@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -358,5 +359,89 @@ def test_remove_leaves_nothing_behind(node: Node, rootfs: Path) -> None:
         assert node.network.allocations() == {}
         assert os.listdir(node.state_root) == []
         assert (node.root / "logs" / "reader.log").read_text().endswith("F from the host\n")
+
+    asyncio.run(scenario())
+
+
+@BOTH_RUNTIMES
+def test_tty_container_attach_and_resize(node: Node, rootfs: Path) -> None:
+    async def scenario() -> None:
+        rt = node.runtime
+        sandbox = await rt.run_pod_sandbox(pod())
+        cid = await rt.create_container(sandbox, container(
+            rootfs, "term", ["sh", "-c", "tty; while read line; do "
+                             "[ $line = done ] && exit 4; stty size; done"],
+            node.root / "logs", tty=True, stdin=True))
+        await rt.start_container(cid)
+        session = await rt.attach(cid)
+        assert session.tty
+        await session.resize(100, 40)
+        output = b""
+        for _ in range(100):  # the resize and the input travel apart: ask until it shows
+            await session.write_stdin(b"size\n")
+            output += await asyncio.wait_for(session.read_stdout(), 30)
+            if b"40 100" in output:
+                break
+        assert b"40 100" in output
+        await session.write_stdin(b"done\n")
+        assert await asyncio.wait_for(session.wait(), 30) == 4
+        await session.close()
+        await wait_state(node, cid, ContainerState.EXITED)
+        status = await rt.container_status(cid)
+        assert (status.exit_code, status.reason) == (4, "Error")
+        assert b"/dev/pts/" in Path(status.log_path).read_bytes()
+
+    asyncio.run(scenario())
+
+
+def test_container_names_are_reserved_per_sandbox_and_attempt(node: Node,
+                                                               rootfs: Path) -> None:
+    async def scenario() -> None:
+        rt = node.runtime
+        sandbox = await rt.run_pod_sandbox(pod())
+        other = await rt.run_pod_sandbox(pod("db"))
+        first = await rt.create_container(sandbox, container(rootfs, "app", ["true"]))
+        # Another pod, or the next attempt, may use the name.
+        await rt.create_container(other, container(rootfs, "app", ["true"]))
+        retry = await rt.create_container(sandbox, container(rootfs, "app", ["true"],
+                                                             attempt=1))
+        with pytest.raises(InvalidArgumentError, match=f"reserved for {first}"):
+            await rt.create_container(sandbox, container(rootfs, "app", ["true"]))
+
+        # A new driver over the same root (the agent restarted) knows the names too.
+        again = OciRuntime(node.root, node.network, runtime=node.runtime_name,
+                           cgroup_root=node.cgroup_root)
+        with pytest.raises(InvalidArgumentError, match="reserved"):
+            await again.create_container(sandbox, container(rootfs, "app", ["true"],
+                                                            attempt=1))
+        assert len(await again.list_containers()) == 3
+        # What it removes is gone for the first one as well, and the name is free again.
+        await again.remove_container(first)
+        with pytest.raises(NotFoundError):
+            await rt.container_status(first)
+        replacement = await rt.create_container(sandbox, container(rootfs, "app", ["true"]))
+        assert {c.id for c in await rt.list_containers(sandbox_id=sandbox)} == {
+            retry, replacement}
+        await rt.remove_pod_sandbox(sandbox)
+        assert [c.sandbox_id for c in await rt.list_containers()] == [other]
+        with pytest.raises(NotFoundError):
+            await rt.create_container(sandbox, container(rootfs, "app", ["true"]))
+
+    asyncio.run(scenario())
+
+
+def test_host_network_sandbox_keeps_the_node_hostname(node: Node, rootfs: Path) -> None:
+    async def scenario() -> None:
+        rt = node.runtime
+        sandbox = await rt.run_pod_sandbox(pod("hostnet", host_network=True))
+        status = await rt.pod_sandbox_status(sandbox)
+        assert (status.netns_path, status.ip) == (str(NETNS_DIR / node.netns), "")
+        assert not (node.root / "sandboxes" / sandbox / "ns" / "uts").exists()
+        cid = await rt.create_container(sandbox, container(rootfs, "c", ["sleep", "300"]))
+        await rt.start_container(cid)
+        result = await rt.exec_sync(cid, ["hostname"])
+        assert result.stdout.decode().strip() == socket.gethostname()
+        await rt.remove_pod_sandbox(sandbox)
+        assert leftover_mounts(node.root) == []
 
     asyncio.run(scenario())
