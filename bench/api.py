@@ -80,17 +80,26 @@ def wrk(cluster: Cluster, mode: str, seconds: int, connections: int, existing: i
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency",
                           "-s", str(script), "-H", f"Authorization: Bearer {cluster.token}",
                           cluster.url], capture_output=True, text=True, check=True).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
+    rate = float(_wrk_field(r"Requests/sec:\s+([\d.]+)", out))
+    p50 = _ms(_wrk_field(r"50%\s+([\d.]+\w+)", out))
+    p99 = _ms(_wrk_field(r"99%\s+([\d.]+\w+)", out))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return rate, p50, p99, int(errors.group(1)) if errors else 0
 
 
+def _wrk_field(pattern: str, out: str) -> str:
+    found = re.search(pattern, out)
+    if found is None:
+        raise RuntimeError(f"wrk output has no match for {pattern!r}:\n{out}")
+    return found.group(1)
+
+
 def _ms(text: str) -> float:
-    value = float(re.match(r"[\d.]+", text).group(0))  # type: ignore[union-attr]
-    unit = text[len(re.match(r"[\d.]+", text).group(0)):]  # type: ignore[union-attr]
-    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+    number = re.match(r"[\d.]+", text)
+    if number is None:
+        raise ValueError(f"not a wrk latency: {text!r}")
+    unit = text[number.end():]
+    return float(number.group(0)) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
 def sqlite_rate(path: Path, count: int = 5000) -> float:

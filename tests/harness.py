@@ -49,23 +49,26 @@ async def running(*coroutines: Awaitable[Any]) -> AsyncIterator[None]:
     try:
         yield
         for task in tasks:
-            if task.done() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            failure = task.exception() if task.done() else None
+            if failure is not None:
+                raise failure
     finally:
         await cancel_and_wait(tasks)
 
 
-async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 60.0,
+async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 60.0,
                      interval: float = 0.05) -> T:
-    """Poll `check` until it returns a truthy value; the timeout only bounds a hang."""
+    """Poll `check` until it returns a truthy value; the timeout only bounds a hang.
+    A falsy result (None included) means "not yet", so the value returned is never None."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    last: Any = None
+    last: object = None
     while True:
         try:
-            last = await check()
-            if last:
-                return last  # type: ignore[no-any-return]
+            result = await check()
+            if result:
+                return result
+            last = result
         except AssertionError as err:
             last = err
         if loop.time() > deadline:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from kubi.api.labels import (
@@ -14,7 +16,7 @@ from kubi.api.labels import (
 
 LABELS = [{}, {"app": "web"}, {"app": "web", "tier": "front"}, {"app": "db", "tier": "back"},
           {"tier": "front"}]
-SELECTORS = [
+SELECTORS: list[dict[str, Any]] = [
     {},
     {"matchLabels": {"app": "web"}},
     {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["front", "x"]}]},

@@ -395,7 +395,7 @@ def test_strategic_merge_patch_errors(patch: dict[str, Any], code: int, message:
 
 
 def test_list_of_lists_is_a_bare_422() -> None:
-    doc = {"metadata": {"finalizers": []}}
+    doc: dict[str, Any] = {"metadata": {"finalizers": []}}
     error = status_of(apply_patch, STRATEGIC_MERGE_PATCH, doc, b'{"metadata":{"finalizers":'
                       b'[["nested"]]}}', DEPLOYMENT)
     assert (error.code, error.reason, error.message) == (422, "Invalid", REJECTED)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from kubi.api.errors import FORBIDDEN, INVALID, REQUIRED, StatusError
@@ -18,7 +20,7 @@ from kubi.apiserver.selectors import (
 )
 
 
-def bad(fn, *args: object) -> StatusError:  # type: ignore[no-untyped-def]
+def bad(fn: Callable[..., object], *args: object) -> StatusError:
     with pytest.raises(StatusError) as info:
         fn(*args)
     assert info.value.code == 400

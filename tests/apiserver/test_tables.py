@@ -73,8 +73,9 @@ def test_age_unknown_and_naive_now() -> None:
 @pytest.mark.parametrize("info", RESOURCES, ids=lambda r: f"{r.group or 'core'}/{r.version}/"
                                                           f"{r.plural}")
 def test_every_kind_renders_minimal_objects(info: Any) -> None:
-    for obj in ({}, {"metadata": {}}, {"metadata": {"name": "n"}, "spec": None,
-                                       "status": "junk"}):
+    minimal: list[dict[str, Any]] = [{}, {"metadata": {}}, {"metadata": {"name": "n"},
+                                                            "spec": None, "status": "junk"}]
+    for obj in minimal:
         t = table(info.plural, info.group, [obj], now=NOW)
         assert len(t["rows"][0]["cells"]) == len(t["columnDefinitions"])
         for column in t["columnDefinitions"]:

@@ -39,7 +39,9 @@ def test_informer_lists_watches_and_indexes(tmp_path: Path) -> None:
             assert [o["metadata"]["name"] for o in informer.cache.by_index("app", "b")] == [
                 "after"]
             assert informer.cache.by_index("app", "a") == []
-            assert informer.cache.get("default/after")["data"] == {"x": "1"}
+            after = informer.cache.get("default/after")
+            assert after is not None
+            assert after["data"] == {"x": "1"}
             await informer.stop()
 
     asyncio.run(scenario())

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from kubi.client.leaderelection import LEASES, LeaderElector
 from tests.harness import api_server, eventually
@@ -16,7 +18,7 @@ def test_only_one_candidate_leads_and_the_other_takes_over(tmp_path: Path) -> No
                               retry_period=0.1)
             leading: list[str] = []
 
-            def work(name: str):
+            def work(name: str) -> Callable[[], Coroutine[Any, Any, None]]:
                 async def lead() -> None:
                     leading.append(name)
                     await asyncio.Event().wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -267,7 +268,7 @@ def test_history_limits_keep_the_newest_finished_jobs(tmp_path: Path) -> None:
                 tick = next_minute(start, minute)
                 clock.set(tick + datetime.timedelta(seconds=1))
                 name = f"trim-{int(tick.timestamp()) // 60}"
-                await eventually(lambda n=name: _job_exists(client, n), timeout=20)
+                await eventually(functools.partial(_job_exists, client, name), timeout=20)
                 await finish_job(client, name, outcome, tick + datetime.timedelta(seconds=2))
                 made.append(name)
             # The oldest of each kind went; the newest of each stays.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -269,12 +270,12 @@ def test_surge_and_on_delete(tmp_path: Path) -> None:
                 "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}))
             await client.create(DS, daemonset("manual", strategy={"type": "OnDelete"}))
             for app in ("surge", "manual"):
-                found = await eventually(lambda a=app: on_nodes(client, {"n1", "n2"}, a),
+                found = await eventually(functools.partial(on_nodes, client, {"n1", "n2"}, app),
                                          timeout=20)
                 for pods in found.values():
                     await make_ready(client, pods[0])
                 # An old pod not yet seen available would be replaced at once.
-                await eventually(lambda a=app: status_shows(client, a, numberAvailable=2),
+                await eventually(functools.partial(status_shows, client, app, numberAvailable=2),
                                  timeout=20)
             for app in ("surge", "manual"):
                 await client.patch(DS, app, {"spec": {"template": {"spec": {"containers": [

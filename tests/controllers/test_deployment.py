@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -467,7 +468,7 @@ def test_revision_history_limit_keeps_one_old_replica_set(tmp_path: Path) -> Non
             await eventually(lambda: rolled_out(client), timeout=20)
             for image in ("nginx:2", "nginx:3", "nginx:4"):
                 await set_image(client, image)
-                await eventually(lambda image=image: _rolled_to(client, image), timeout=30)
+                await eventually(functools.partial(_rolled_to, client, image), timeout=30)
 
             async def history_trimmed() -> list[Obj] | None:
                 rss = await owned_replica_sets(client)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ def test_job_completes_with_bounded_parallelism(tmp_path: Path) -> None:
                 assert len(running_pods(pods)) <= 2
                 await set_phase(client, running_pods(pods)[0], "Succeeded")
                 finished += 1
-                await eventually(lambda f=finished: _counted(client, "calc", f), timeout=20)
+                await eventually(functools.partial(_counted, client, "calc", finished), timeout=20)
                 assert len(running_pods(await pods_of(client, "calc"))) <= 2
 
             job = await eventually(lambda: job_condition(client, "calc", "Complete"), timeout=20)
@@ -205,7 +206,7 @@ def test_failed_pods_are_retried_until_the_backoff_limit(tmp_path: Path) -> None
                 seen.add(pod["metadata"]["name"])
                 await set_phase(client, pod, "Failed")
                 if attempt < 2:
-                    await eventually(lambda a=attempt: _failed_is(client, "flaky", a + 1),
+                    await eventually(functools.partial(_failed_is, client, "flaky", attempt + 1),
                                      timeout=20)
             job = await eventually(lambda: job_condition(client, "flaky", "Failed"), timeout=20)
             assert job["status"]["failed"] == 3 and "active" not in job["status"]
@@ -350,7 +351,8 @@ def test_suspend_and_resume(tmp_path: Path) -> None:
             assert "active" not in job["status"] and "failed" not in job["status"]
             # Events are recorded asynchronously.
             for reason in ("Suspended", "Resumed", "SuccessfulDelete"):
-                await eventually(lambda r=reason: _has_event(client, "paused", r), timeout=20)
+                await eventually(functools.partial(_has_event, client, "paused", reason),
+                                 timeout=20)
 
     asyncio.run(scenario())
 
@@ -372,7 +374,7 @@ def test_ttl_after_finished_deletes_the_job(tmp_path: Path) -> None:
             await client.create("jobs.batch", job_manifest("brief", ttlSecondsAfterFinished=0))
             await client.create("jobs.batch", job_manifest("kept"))
             for name in ("brief", "kept"):
-                pods = await eventually(lambda n=name: _some_running(client, n), timeout=20)
+                pods = await eventually(functools.partial(_some_running, client, name), timeout=20)
                 await set_phase(client, pods[0], "Succeeded")
             await eventually(lambda: job_condition(client, "kept", "Complete"), timeout=20)
             await eventually(lambda: _being_deleted(client, "brief"), timeout=20)

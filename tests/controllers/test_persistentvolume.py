@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,7 @@ def test_claims_bind_to_the_best_fitting_volume(tmp_path: Path) -> None:
             # Only Available volumes are candidates, as upstream: let them all get there.
             for name in ("pv-small", "pv-big", "pv-rwx", "pv-classy", "pv-labelled",
                          "pv-block"):
-                await eventually(lambda name=name: available(name), timeout=20)
+                await eventually(functools.partial(available, name), timeout=20)
             created = await client.create("persistentvolumeclaims", claim(
                 "data", "1500Mi", storageClassName=""))
             await client.create("persistentvolumeclaims", claim(
@@ -253,7 +254,7 @@ def test_released_volumes_follow_their_reclaim_policy(tmp_path: Path) -> None:
                                                                     storageClassName=klass))
             async with running(run_controllers(client, only=BINDER)):
                 for name in ("ka", "kb", "kc"):
-                    await eventually(lambda name=name: bound_claim(client, name), timeout=20)
+                    await eventually(functools.partial(bound_claim, client, name), timeout=20)
                     await client.delete("persistentvolumeclaims", name, NS)
 
                 async def released() -> Obj | None:

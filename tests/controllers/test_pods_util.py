@@ -99,9 +99,10 @@ def test_pod_state() -> None:
 
 
 def test_pod_from_template() -> None:
-    template = {"metadata": {"labels": {"app": "echo"}, "annotations": {"a": "b"},
-                             "finalizers": ["example.com/f"], "name": "ignored"},
-                "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
+    template: Obj = {
+        "metadata": {"labels": {"app": "echo"}, "annotations": {"a": "b"},
+                     "finalizers": ["example.com/f"], "name": "ignored"},
+        "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
     made = pod_from_template(template, owner())
     assert made == {
         "apiVersion": "v1", "kind": "Pod",

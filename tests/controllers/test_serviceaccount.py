@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,8 @@ def test_every_active_namespace_gets_a_default_service_account(tmp_path: Path) -
         async with api_server(tmp_path) as (_, client), \
                 running(run_controllers(client, only={"serviceaccount"})):
             for ns in ("default", "kube-system"):
-                await eventually(lambda ns=ns: get_or_none(client, "serviceaccounts",
-                                                           "default", ns), timeout=20)
+                await eventually(functools.partial(get_or_none, client, "serviceaccounts",
+                                                   "default", ns), timeout=20)
             await make_namespace(client, "team-a")
             first = await eventually(lambda: get_or_none(client, "serviceaccounts",
                                                          "default", "team-a"), timeout=20)
@@ -90,8 +91,8 @@ def test_root_ca_configmap_is_published_and_kept_in_shape(tmp_path: Path) -> Non
                                                only={"root-ca-cert-publisher"})):
                 await make_namespace(client, "apps")
                 for ns in ("default", "kube-public", "apps"):
-                    found = await eventually(lambda ns=ns: get_or_none(
-                        client, "configmaps", "kube-root-ca.crt", ns), timeout=20)
+                    found = await eventually(functools.partial(
+                        get_or_none, client, "configmaps", "kube-root-ca.crt", ns), timeout=20)
                     assert found["data"] == {"ca.crt": PEM}
                     assert found["metadata"]["annotations"] == {
                         "kubernetes.io/description": DESCRIPTION}

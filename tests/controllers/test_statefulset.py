@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,7 @@ async def status_shows(client: Client, name: str = "web", **want: Any) -> Obj | 
 async def bring_up(client: Client, names: list[str], app: str = "web") -> None:
     """Mark each pod ready as it appears, in order."""
     for index, name in enumerate(names):
-        await eventually(lambda i=index: names_are(client, set(names[:i + 1]), app),
+        await eventually(functools.partial(names_are, client, set(names[:index + 1]), app),
                          timeout=20)
         await set_running(client, name)
 
@@ -246,7 +247,7 @@ def test_rolling_update_with_partition_history_and_undo(tmp_path: Path) -> None:
                 await client.patch(STS, "web", {"spec": {"updateStrategy": {
                     "rollingUpdate": {"partition": 0}}}}, NS)
                 for name in ("web-1", "web-0"):
-                    await eventually(lambda n=name: _at_revision(client, n, rev2),
+                    await eventually(functools.partial(_at_revision, client, name, rev2),
                                      timeout=20)
                     await set_running(client, name)
                 assert deleted == ["web-1", "web-0"]
@@ -257,7 +258,7 @@ def test_rolling_update_with_partition_history_and_undo(tmp_path: Path) -> None:
             # Undo as kubectl does it: apply revision 1's recorded patch.
             await client.patch(STS, "web", revisions[0]["data"], NS, patch_type="strategic")
             for name in ("web-2", "web-1", "web-0"):
-                await eventually(lambda n=name: _at_revision(client, n, rev1),
+                await eventually(functools.partial(_at_revision, client, name, rev1),
                                  timeout=20)
                 await set_running(client, name)
             await eventually(lambda: status_shows(client, currentRevision=rev1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -35,7 +36,7 @@ def names(client: httpx.Client, ns: str) -> list[str]:
 
 
 @pytest.fixture
-def client(cluster: Cluster) -> httpx.Client:
+def client(cluster: Cluster) -> Iterator[httpx.Client]:
     with cluster.http() as c:
         yield c
 

@@ -12,8 +12,9 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -22,6 +23,7 @@ from tests.cluster import Cluster, start_cluster
 from tests.conftest_registry import LocalRegistry
 from tests.kubelet.agent_env import AgentNode, cleanup_node
 
+T = TypeVar("T")
 TOOLS = ("runc", "ip", "nft", "nsenter", "unshare", "curl")
 
 
@@ -52,11 +54,12 @@ def real(tmp_path_factory: pytest.TempPathFactory, registry: LocalRegistry) -> I
                                data / "agent", f"/{netns}"))
 
 
-def wait_for(check: object, timeout: float = 180, cluster: Cluster | None = None) -> object:
+def wait_for(check: Callable[[], T], timeout: float = 180, cluster: Cluster | None = None
+             ) -> T:
     deadline = time.monotonic() + timeout
-    last = None
+    last: T | None = None
     while time.monotonic() < deadline:
-        last = check()  # type: ignore[operator]
+        last = check()
         if last:
             return last
         time.sleep(0.5)

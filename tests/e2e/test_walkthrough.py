@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,12 +21,12 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster.stop()
 
 
-def wait_for(check: object, timeout: float = 90) -> None:
+def wait_for(check: Callable[[], object], timeout: float = 90) -> None:
     """Poll until `check()` is truthy; the timeout only bounds a hang."""
     deadline = time.monotonic() + timeout
-    last = None
+    last: object = None
     while time.monotonic() < deadline:
-        last = check()  # type: ignore[operator]
+        last = check()
         if last:
             return
         time.sleep(0.2)

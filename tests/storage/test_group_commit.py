@@ -117,21 +117,27 @@ async def test_reads_never_return_a_write_that_rolls_back(tmp_path: Path) -> Non
         with pytest.raises(sqlite3.IntegrityError):
             await write
         # And so does each kind of read, each made while another doomed group is open.
-        reads = (lambda: store.list("/g/"), lambda: store.count("/g/"),
-                 store.current_revision)
-        answers = []
-        for read in reads:
+        async def doomed_group() -> asyncio.Future[int]:
             doomed = asyncio.ensure_future(store.create("/g/lost", b"v"))
             await asyncio.sleep(0)
             db.execute("INSERT INTO child VALUES (-1)")  # rolled back with each group
             assert store._batch is not None
-            answers.append(await read())
+            return doomed
+
+        async def fails(doomed: asyncio.Future[int]) -> None:
             with pytest.raises(sqlite3.IntegrityError):
                 await doomed
-        listed, counted, revision = answers
-        assert listed[0] == kept and [kv.key for kv in listed[1]] == ["/g/kept"]
-        assert counted == (kept, 1)
-        assert revision == kept
+
+        doomed = await doomed_group()
+        revision, listed, _ = await store.list("/g/")
+        await fails(doomed)
+        assert revision == kept and [kv.key for kv in listed] == ["/g/kept"]
+        doomed = await doomed_group()
+        assert await store.count("/g/") == (kept, 1)
+        await fails(doomed)
+        doomed = await doomed_group()
+        assert await store.current_revision() == kept
+        await fails(doomed)
         db.execute("PRAGMA foreign_keys = OFF")
     finally:
         await store.close()

@@ -116,9 +116,9 @@ def test_ingress_class_controller() -> None:
 
 
 def test_network_policy_defaults_and_rules() -> None:
-    policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-              "metadata": {"name": "np"},
-              "spec": {"podSelector": {}, "egress": [{"ports": [{"port": 53}]}]}}
+    policy: Obj = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                   "metadata": {"name": "np"},
+                   "spec": {"podSelector": {}, "egress": [{"ports": [{"port": 53}]}]}}
     created = valid(policy)
     assert created["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert created["spec"]["egress"][0]["ports"] == [{"port": 53, "protocol": "TCP"}]
@@ -248,8 +248,8 @@ def test_endpoint_slice() -> None:
 
 
 def test_pod_disruption_budget() -> None:
-    pdb = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "p"},
-           "spec": {"minAvailable": "50%", "selector": {"matchLabels": {"app": "echo"}}}}
+    pdb: Obj = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "p"},
+                "spec": {"minAvailable": "50%", "selector": {"matchLabels": {"app": "echo"}}}}
     created = valid(pdb)
     assert created["status"]["disruptionsAllowed"] == 0
     pdb["spec"].update(minAvailable="150%", maxUnavailable=1)
@@ -271,11 +271,11 @@ def test_priority_class() -> None:
 
 
 def test_hpa_v2_defaults_and_validation() -> None:
-    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-           "metadata": {"name": "echo"},
-           "spec": {"maxReplicas": 5,
-                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
-                                       "name": "echo"}}}
+    hpa: Obj = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                "metadata": {"name": "echo"},
+                "spec": {"maxReplicas": 5,
+                         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                            "name": "echo"}}}
     created = valid(hpa)
     assert created["spec"]["minReplicas"] == 1
     assert created["spec"]["metrics"] == [{"type": "Resource", "resource": {

@@ -411,7 +411,7 @@ def test_pvc_spec_is_immutable_except_binding_and_bound_resize() -> None:
 
 
 def test_core_event_is_lenient() -> None:
-    event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e1"},
+    event: Obj = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e1"},
              "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
              "reason": "Started"}
     assert create(event)[1] == []

@@ -290,8 +290,12 @@ def test_exec_errors_read_as_upstream(env: Env) -> None:
 def test_logs_tail_timestamps_previous_and_selector(env: Env) -> None:
     assert env.kubectl("logs", "q").stdout == "from-q\nlast-q\n"
     stamped = env.kubectl("logs", "q", "--timestamps").stdout.splitlines()
-    assert [re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (.*)", line).group(1)  # type: ignore[union-attr]
-            for line in stamped] == ["from-q", "last-q"]
+    messages = []
+    for line in stamped:
+        found = re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (.*)", line)
+        assert found is not None, line
+        messages.append(found.group(1))
+    assert messages == ["from-q", "last-q"]
     assert env.kubectl("logs", "p", "-c", "once").stdout == "second-run\n"
     assert env.kubectl("logs", "p", "-c", "once", "--previous").stdout == "first-run\n"
     none = env.kubectl("logs", "q", "--previous", check=False)

@@ -132,13 +132,13 @@ def real(tmp_path_factory: pytest.TempPathFactory, registry: LocalRegistry) -> I
     try:
         cluster = start_cluster(data, "--registries", str(registry.registries_yaml),
                                 "--node-name", NODE, agent_netns=netns)
-        wait_for(lambda: " Ready " in cluster.kubectl("get", "nodes").stdout)  # type: ignore[union-attr]
+        wait_for(lambda: " Ready " in cluster.kubectl("get", "nodes").stdout)
         cluster.kubectl("apply", "-f", str(SEED / "simple-replicaset-with-label.yml"),
                         "-f", str(SEED / "simple-service.yml"))
         cluster.kubectl("create", "service", "clusterip", "lonely", "--tcp=80:8080")
 
         def summer_endpoints() -> int:
-            found = cluster.kubectl("get", "endpoints", "echo", "-o", "json",  # type: ignore[union-attr]
+            found = cluster.kubectl("get", "endpoints", "echo", "-o", "json",
                                     check=False)
             if found.returncode:
                 return 0

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import struct
 import zlib
+from typing import TypeVar
 
 import pytest
 
 from kubi.kubelet.streaming import spdy
 from kubi.kubelet.streaming.portforward import PortForwarder, check_stream
+
+FrameT = TypeVar("FrameT")
 
 
 def test_dictionary_is_the_spdy3_one() -> None:
@@ -98,7 +101,7 @@ class Peer:
     def send(self, frame: spdy.Frame) -> None:
         self.to_server.put_nowait(self.framer.encode(frame))
 
-    async def expect(self, kind: type) -> spdy.Frame:
+    async def expect(self, kind: type[FrameT]) -> FrameT:
         frame = await asyncio.wait_for(self.received.get(), 10)
         assert isinstance(frame, kind), frame
         return frame
@@ -131,18 +134,18 @@ def test_port_forward_session_pairs_streams_and_forwards() -> None:
         try:
             headers = {"streamtype": ["error"], "port": ["8080"], "requestid": ["0"]}
             peer.send(spdy.SynStream(1, headers))
-            assert (await peer.expect(spdy.SynReply)).stream_id == 1  # type: ignore[attr-defined]
+            assert (await peer.expect(spdy.SynReply)).stream_id == 1
             peer.send(spdy.DataFrame(1, b"", spdy.FLAG_FIN))  # kubectl never writes errors
             peer.send(spdy.SynStream(3, {**headers, "streamtype": ["data"]}))
-            assert (await peer.expect(spdy.SynReply)).stream_id == 3  # type: ignore[attr-defined]
+            assert (await peer.expect(spdy.SynReply)).stream_id == 3
             peer.send(spdy.DataFrame(3, b"hello"))
             peer.send(spdy.DataFrame(3, b"", spdy.FLAG_FIN))
             data = await peer.expect(spdy.DataFrame)
-            assert (data.stream_id, data.data) == (3, b"HELLO")  # type: ignore[attr-defined]
-            closes = {(await peer.expect(spdy.DataFrame)).stream_id for _ in range(2)}  # type: ignore[attr-defined]
+            assert (data.stream_id, data.data) == (3, b"HELLO")
+            closes = {(await peer.expect(spdy.DataFrame)).stream_id for _ in range(2)}
             assert closes == {1, 3}
             peer.send(spdy.Ping(5))
-            assert (await peer.expect(spdy.Ping)).ping_id == 5  # type: ignore[attr-defined]
+            assert (await peer.expect(spdy.Ping)).ping_id == 5
 
             # a port nobody listens on: the reason arrives on the error stream
             bad = {"streamtype": ["error"], "port": ["9999"], "requestid": ["1"]}
@@ -151,18 +154,18 @@ def test_port_forward_session_pairs_streams_and_forwards() -> None:
             peer.send(spdy.SynStream(7, {**bad, "streamtype": ["data"]}))
             await peer.expect(spdy.SynReply)
             error = await peer.expect(spdy.DataFrame)
-            assert error.stream_id == 5  # type: ignore[attr-defined]
-            assert b"error forwarding port 9999 to pod web, uid uid-1" in error.data  # type: ignore[attr-defined]
-            closes = {(await peer.expect(spdy.DataFrame)).stream_id for _ in range(2)}  # type: ignore[attr-defined]
+            assert error.stream_id == 5
+            assert b"error forwarding port 9999 to pod web, uid uid-1" in error.data
+            closes = {(await peer.expect(spdy.DataFrame)).stream_id for _ in range(2)}
             assert closes == {5, 7}
 
             # invalid headers and a stream id going backwards are refused with a reset
             peer.send(spdy.SynStream(9, {"streamtype": ["data"], "port": ["http"]}))
-            assert (await peer.expect(spdy.RstStream)).stream_id == 9  # type: ignore[attr-defined]
+            assert (await peer.expect(spdy.RstStream)).stream_id == 9
             assert session.rejected[-1] == (9, 'unable to parse "http" as a port')
             peer.send(spdy.SynStream(3, headers))
             reset = await peer.expect(spdy.RstStream)
-            assert reset.status == spdy.PROTOCOL_ERROR  # type: ignore[attr-defined]
+            assert reset.status == spdy.PROTOCOL_ERROR
             peer.send(spdy.GoAway(0))
             await asyncio.wait_for(runner, 10)
         finally:
@@ -185,6 +188,6 @@ def test_session_answers_garbage_with_goaway() -> None:
         with pytest.raises(spdy.SpdyError):
             await session.run(peer.to_server.get)
         goaway = await peer.expect(spdy.GoAway)
-        assert goaway.status == spdy.GOAWAY_PROTOCOL_ERROR  # type: ignore[attr-defined]
+        assert goaway.status == spdy.GOAWAY_PROTOCOL_ERROR
 
     asyncio.run(scenario())
