@@ -17,6 +17,8 @@ import re
 import zoneinfo
 from dataclasses import dataclass
 
+from kubi.api.durations import parse_go_duration
+
 UTC = datetime.UTC
 # robfig gives up when nothing fires within five years of the starting point.
 SEARCH_YEARS = 5
@@ -302,41 +304,3 @@ def _go_atoi(text: str) -> int:
     return number
 
 
-_DURATION_UNITS = {"ns": 1, "us": 10 ** 3, "µs": 10 ** 3, "μs": 10 ** 3, "ms": 10 ** 6,
-                   "s": 10 ** 9, "m": 60 * 10 ** 9, "h": 3600 * 10 ** 9}
-_DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)([^0-9.]*)")
-
-
-def parse_go_duration(text: str) -> int:
-    """Go's time.ParseDuration, in nanoseconds (e.g. `1h30m`, `1.5s`, `-2m`)."""
-    quoted = f'"{text}"'
-    body = text
-    sign = 1
-    if body[:1] in ("+", "-"):
-        sign = -1 if body[0] == "-" else 1
-        body = body[1:]
-    if body == "0":
-        return 0
-    if not body:
-        raise ValueError(f"time: invalid duration {quoted}")
-    total = 0
-    position = 0
-    while position < len(body):
-        match = _DURATION_PART.match(body, position)
-        assert match is not None  # both groups may match empty
-        number, unit = match.group(1), match.group(2)
-        if number in ("", "."):
-            raise ValueError(f"time: invalid duration {quoted}")
-        if not unit:
-            raise ValueError(f"time: missing unit in duration {quoted}")
-        scale = _DURATION_UNITS.get(unit)
-        if scale is None:
-            raise ValueError(f'time: unknown unit "{unit}" in duration {quoted}')
-        whole, _, fraction = number.partition(".")
-        total += int(whole or "0") * scale
-        if fraction:
-            total += int(fraction) * scale // 10 ** len(fraction)
-        position = match.end()
-    if total > _GO_INT64_MAX:
-        raise ValueError(f"time: invalid duration {quoted}")
-    return sign * total

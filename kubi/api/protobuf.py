@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from kubi.api import protobuf_types
+from kubi.api.durations import go_duration
 from kubi.api.errors import StatusError, bad_request
 
 MAGIC = b"k8s\x00"
@@ -417,35 +418,6 @@ def _format_time(seconds: int, nanos: int, *, micro: bool) -> str:
     if micro:
         return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond:06d}Z"
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def go_duration(ns: int) -> str:
-    """Go's time.Duration.String(): `1h2m3.5s`, `150ms`, `0s`."""
-    if ns == 0:
-        return "0s"
-    sign = "-" if ns < 0 else ""
-    u = abs(ns)
-    if u < 1000:
-        return f"{sign}{u}ns"
-    if u < 1_000_000:
-        return f"{sign}{_decimal(u, 3)}µs"
-    if u < 1_000_000_000:
-        return f"{sign}{_decimal(u, 6)}ms"
-    seconds, hours_minutes = u % 60_000_000_000, u // 60_000_000_000
-    text = _decimal(seconds, 9) + "s"
-    if hours_minutes:
-        hours, minutes = divmod(hours_minutes, 60)
-        text = f"{minutes}m{text}"
-        if hours:
-            text = f"{hours}h{text}"
-    return sign + text
-
-
-def _decimal(value: int, digits: int) -> str:
-    whole, fraction = divmod(value, 10**digits)
-    if not fraction:
-        return str(whole)
-    return f"{whole}." + f"{fraction:0{digits}d}".rstrip("0")
 
 
 # --- the envelope ----------------------------------------------------------------------

@@ -7,29 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kubi.api.durations import go_duration_seconds
+
 if TYPE_CHECKING:
     from kubi.kubelet.agent import AgentConfig
 
 Obj = dict[str, Any]
-
-
-def go_duration(seconds: float) -> str:
-    """A duration as Go's time.Duration.String prints it: 10s, 1m0s, 1h5m0s, 500ms."""
-    if seconds == 0:
-        return "0s"
-    if abs(seconds) < 1:
-        millis = seconds * 1000
-        return f"{millis:g}ms"
-    sign = "-" if seconds < 0 else ""
-    seconds = abs(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    text = f"{secs:g}s"
-    if hours:
-        return f"{sign}{int(hours)}h{int(minutes)}m{text}"
-    if minutes:
-        return f"{sign}{int(minutes)}m{text}"
-    return f"{sign}{text}"
 
 
 def kubelet_configuration(config: AgentConfig, port: int | None = None,
@@ -40,7 +23,7 @@ def kubelet_configuration(config: AgentConfig, port: int | None = None,
         "kind": "KubeletConfiguration",
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "enableServer": bool(config.api_token),
-        "syncFrequency": go_duration(config.sync_period),
+        "syncFrequency": go_duration_seconds(config.sync_period),
         "address": config.api_bind,
         "port": port if port is not None else config.api_port,
         "authentication": {"x509": {}, "webhook": {"enabled": False},
@@ -49,7 +32,7 @@ def kubelet_configuration(config: AgentConfig, port: int | None = None,
         "registerNode": True,
         "clusterDomain": config.cluster_domain,
         "clusterDNS": list(config.cluster_dns),
-        "nodeStatusReportFrequency": go_duration(config.status_report_interval),
+        "nodeStatusReportFrequency": go_duration_seconds(config.status_report_interval),
         "nodeLeaseDurationSeconds": config.lease_duration,
         "cgroupRoot": config.cgroup_root,
         "cgroupsPerQOS": False,

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from kubi.api import protobuf_types
+from kubi.api.durations import go_duration
 from kubi.api.errors import StatusError
-from kubi.api.protobuf import MAGIC, decode_body, encode_object, go_duration
+from kubi.api.protobuf import MAGIC, decode_body, encode_object
 
 KUBECTL = shutil.which("kubectl")
 needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")

@@ -11,9 +11,9 @@ from kubi.api.cron import (
     ConstantDelaySchedule,
     CronError,
     SpecSchedule,
-    parse_go_duration,
     parse_standard,
 )
+from kubi.api.durations import parse_go_duration
 
 UTC = datetime.UTC
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from kubi.api.durations import go_duration
 from kubi.kubelet.images import unpack
 from kubi.kubelet.images.credentials import credentials_for
 from kubi.kubelet.images.distribution import (
@@ -332,9 +333,12 @@ class ImageStore:
                 ERR_IMAGE_PULL,
                 f'rpc error: code = {code} desc = failed to pull and unpack image "{ref}": {exc}',
             ) from exc
-        elapsed = time.monotonic() - started
+        # Both durations truncated to milliseconds, as the kubelet prints them.
+        elapsed = go_duration(int((time.monotonic() - started) * 1000) * 1_000_000)
+        size = self._image(result.image_id, self._read_index()).size
         return EnsureResult(result.image_id, result.repo_digest, str(ref), True,
-                            f'Successfully pulled image "{image}" in {elapsed:.3f}s')
+                            f'Successfully pulled image "{image}" in {elapsed} ({elapsed} '
+                            f'including waiting). Image size: {size} bytes.')
 
     def _present(self, ref: Reference) -> EnsureResult | None:
         images = self._read_index()

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -94,6 +95,10 @@ def test_pull_through_mirror(store: ImageStore, registry: LocalRegistry) -> None
     assert config["config"]["ExposedPorts"] == {"8080/tcp": {}}
     [image] = store.list_images()
     assert image.repo_tags == ["docker.io/gihyodocker/echo:latest"]
+    # The kubelet's words, durations as Go prints them truncated to milliseconds.
+    assert re.fullmatch(rf'Successfully pulled image "{ECHO}" in (\d+(\.\d+)?m?s) \(\1 '
+                        rf'including waiting\)\. Image size: {image.size} bytes\.',
+                        result.message), result.message
     assert image.repo_digests == [result.repo_digest]
     assert store.get(result.image_id) == store.get(result.repo_digest) == image
     # IfNotPresent: no second pull, even with the registry gone.

@@ -26,10 +26,10 @@ from typing import Any, TypeVar
 
 import pytest
 
+from kubi.api.durations import go_duration_seconds
 from kubi.apiserver.proxy import _Location, _rewrite_location, split_scheme_name_port
 from kubi.kubelet import stats
 from kubi.kubelet.agent import AgentConfig
-from kubi.kubelet.configz import go_duration
 from tests.cluster import Cluster, free_port, start_cluster
 from tests.conftest_registry import LocalRegistry
 from tests.kubelet.agent_env import AgentNode, cleanup_node
@@ -63,7 +63,7 @@ def test_redirects_to_the_backend_stay_behind_the_proxy() -> None:
 
 
 def test_go_durations() -> None:
-    assert [go_duration(s) for s in (0, 0.5, 10, 60, 90, 3600, 3725)] == [
+    assert [go_duration_seconds(s) for s in (0, 0.5, 10, 60, 90, 3600, 3725)] == [
         "0s", "500ms", "10s", "1m0s", "1m30s", "1h0m0s", "1h2m5s"]
 
 
