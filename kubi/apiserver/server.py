@@ -13,12 +13,13 @@ from pathlib import Path
 import uvicorn
 
 from kubi.api import errors
-from kubi.apiserver import certs, streaming
+from kubi.apiserver import certs
 from kubi.apiserver.app import APIServer
 from kubi.apiserver.store import WriteOptions
 from kubi.apiserver.tokens import TokenAuthority
 from kubi.storage import open_backend
 from kubi.storage.interface import Backend
+from kubi.util.upgrade import UpgradeHttpProtocol, WebSocketProtocol
 
 log = logging.getLogger("kubi.server")
 
@@ -96,8 +97,8 @@ class Server:
         for path in kubeconfigs:
             certs.write_kubeconfig(path, creds, config.url)
         uv_config = uvicorn.Config(
-            self.api, host=config.bind, port=config.port, loop="none", http=streaming.HttpProtocol,
-            ws=streaming.WebSocketProtocol, lifespan="off", log_level="warning", access_log=False,
+            self.api, host=config.bind, port=config.port, loop="none", http=UpgradeHttpProtocol,
+            ws=WebSocketProtocol, lifespan="off", log_level="warning", access_log=False,
             ssl_certfile=str(creds.server_cert), ssl_keyfile=str(creds.server_key),
             ssl_ca_certs=str(creds.ca_cert), ssl_cert_reqs=ssl.CERT_NONE,
             timeout_keep_alive=120, ws_ping_interval=None, date_header=False,

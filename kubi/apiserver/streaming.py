@@ -11,7 +11,7 @@ checks the API server makes the same upgrade to the agent and, once the agent an
 101, answers the client 101 with the agent's protocol and copies bytes both ways
 unchanged, as upstream's upgrade-aware proxy does. The agent's refusals come back as
 Status errors. Taking over the client's connection needs the server to run with
-`uvicorn.Config(http=HttpProtocol)` (kubi.util.upgrade).
+`uvicorn.Config(http=UpgradeHttpProtocol)` (kubi.util.upgrade).
 """
 
 from __future__ import annotations
@@ -25,10 +25,6 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 import orjson
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.datastructures import Headers
-from websockets.server import ServerProtocol
-from websockets.typing import Subprotocol
 
 from kubi.api import errors
 from kubi.apiserver.http import (
@@ -49,7 +45,6 @@ from kubi.apiserver.kubeletclient import (
 from kubi.apiserver.tokens import ANONYMOUS
 from kubi.util import upgrade
 from kubi.util.aio import cancel_and_wait
-from kubi.util.upgrade import UpgradeHttpProtocol
 
 if TYPE_CHECKING:
     from kubi.apiserver.app import APIServer, Target
@@ -72,29 +67,8 @@ MAX_AGENT_BODY = 64 * 1024
 _HOP_HEADERS = ("connection", "upgrade", "content-length", "transfer-encoding", "date",
                 "server", "keep-alive")
 
-# The HTTP protocol class the API server is served with: uvicorn's, able to hand a SPDY
-# upgrade's connection to the application.
-HttpProtocol = UpgradeHttpProtocol
 
 
-class _LenientHandshake(ServerProtocol):
-    """kubectl offers `SPDY/3.1+portforward.k8s.io`, which is not an RFC 6455 token:
-    websockets refuses the handshake (400) before the application sees it. The
-    application picks the subprotocol from the scope and uvicorn answers it."""
-
-    def process_subprotocol(self, headers: Headers) -> Subprotocol | None:
-        return None
-
-
-class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol with a lenient subprotocol check; pass it as
-    `uvicorn.Config(ws=WebSocketProtocol)`."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.conn = _LenientHandshake(extensions=self.conn.available_extensions,
-                                      max_size=self.conn.max_message_size,
-                                      logger=self.conn.logger)
 
 
 
@@ -261,7 +235,7 @@ async def plain_upgrade(server: APIServer, request: Request, target: Target) -> 
         raise errors.bad_request("Upgrade request required")
     if not upgrade.can_upgrade(request.scope):
         raise errors.bad_request("Upgrade request required: this server cannot take over "
-                                 "connections (it must be served with proxy.HttpProtocol)")
+                                 "connections (serve it with UpgradeHttpProtocol)")
     pod = await server.store(target.info).get(target.namespace, target.name)
     offered = [value.decode("latin-1") for name, value in request.scope.get("headers", ())
                if name.decode("latin-1").lower() == PROTOCOL_VERSION_HEADER]

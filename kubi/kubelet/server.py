@@ -51,10 +51,6 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import orjson
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.datastructures import Headers
-from websockets.server import ServerProtocol
-from websockets.typing import Subprotocol
 
 from kubi.kubelet import stats as kstats
 from kubi.kubelet.runtime import logs as crilogs
@@ -77,6 +73,7 @@ from kubi.util.upgrade import (
     UpgradedConnection,
     UpgradeHttpProtocol,
     UpgradeRefused,
+    WebSocketProtocol,
     accept_upgrade,
     can_upgrade,
     upgrade_requested,
@@ -752,24 +749,6 @@ async def _stream(send: Send, chunks: AsyncIterator[bytes]) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-class _LenientHandshake(ServerProtocol):
-    """kubectl offers `SPDY/3.1+portforward.k8s.io`, which is not an RFC 6455 token:
-    websockets refuses the handshake (400) before the application sees it. The
-    application picks the subprotocol from the scope and uvicorn answers it."""
-
-    def process_subprotocol(self, headers: Headers) -> Subprotocol | None:
-        return None
-
-
-class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol with a lenient subprotocol check; pass it as
-    `uvicorn.Config(ws=WebSocketProtocol)`."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.conn = _LenientHandshake(extensions=self.conn.available_extensions,
-                                      max_size=self.conn.max_message_size,
-                                      logger=self.conn.logger)
 
 
 # -- serving ----------------------------------------------------------------------------------

@@ -25,6 +25,10 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.datastructures import Headers
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
 EXTENSION = "kubi.upgrade"
 # Received bytes held for a connection's reader before the socket stops being read.
@@ -186,3 +190,23 @@ class UpgradeHttpProtocol(HttpToolsProtocol):
         if task is not None:  # the application's task: when it ends, so does the connection
             task.add_done_callback(lambda _: connection.close())
         return connection
+
+
+class _LenientHandshake(ServerProtocol):
+    """kubectl offers `SPDY/3.1+portforward.k8s.io`, which is not an RFC 6455 token:
+    websockets refuses the handshake (400) before the application sees it. The
+    application picks the subprotocol from the scope and uvicorn answers it."""
+
+    def process_subprotocol(self, headers: Headers) -> Subprotocol | None:
+        return None
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol with a lenient subprotocol check; pass it as
+    `uvicorn.Config(ws=WebSocketProtocol)`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn = _LenientHandshake(extensions=self.conn.available_extensions,
+                                      max_size=self.conn.max_message_size,
+                                      logger=self.conn.logger)

@@ -34,7 +34,7 @@ import httpx
 import pytest
 import uvicorn
 
-from kubi.apiserver import certs, streaming
+from kubi.apiserver import certs
 from kubi.apiserver.app import APIServer
 from kubi.apiserver.server import bootstrap
 from kubi.apiserver.tokens import TokenAuthority
@@ -44,6 +44,7 @@ from kubi.kubelet.runtime.network import NetworkConfig, PodNetwork
 from kubi.kubelet.runtime.oci import OciRuntime
 from kubi.kubelet.streaming import spdy
 from kubi.storage import open_backend
+from kubi.util.upgrade import UpgradeHttpProtocol, WebSocketProtocol
 from tests.cluster import free_port
 from tests.kubelet.runtime.conftest import MISSING, Node, build_rootfs, cleanup
 
@@ -107,7 +108,7 @@ async def _start_api_server(data_dir: Path) -> tuple[Cluster, Any, Any]:
     api.ready = True
     port = free_port()
     config = uvicorn.Config(api, host="127.0.0.1", port=port, loop="none",
-                            http=streaming.HttpProtocol, ws=streaming.WebSocketProtocol,
+                            http=UpgradeHttpProtocol, ws=WebSocketProtocol,
                             lifespan="off", log_level="warning",
                             ssl_certfile=str(creds.server_cert), ssl_keyfile=str(creds.server_key),
                             ws_ping_interval=None, timeout_graceful_shutdown=2)
