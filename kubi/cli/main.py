@@ -113,6 +113,8 @@ def _images(args: argparse.Namespace) -> int:
     from kubi.kubelet.images import cli as images
 
     data_dir = Path(args.data_dir)
+    if (data_dir / "db").is_dir():  # a server's data dir: its node agent keeps images here
+        data_dir = data_dir / "agent"
     try:
         if args.images_command == "import":
             for path in args.archives:
@@ -199,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     images = sub.add_parser("images", help="the node's image store: import, list, remove")
     images.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
-                        help="the node's data dir (default: %(default)s)")
+                        help="the node's data dir, or the server's whose node it is "
+                             "(default: %(default)s)")
     image_sub = images.add_subparsers(dest="images_command", required=True)
     image_import = image_sub.add_parser("import", help="import docker save / OCI archives")
     image_import.add_argument("archives", nargs="+", metavar="FILE")

@@ -30,6 +30,12 @@ def test_import_list_remove(tmp_path: Path) -> None:
     removed = kubi("images", "--data-dir", data, "rm", "gihyodocker/echo:latest")
     assert removed.returncode == 0, removed.stderr
     assert "gihyodocker/echo" not in kubi("images", "--data-dir", data, "ls").stdout
+    # Given a server's data dir, the images go where its node agent reads them.
+    server = tmp_path / "server"
+    (server / "db").mkdir(parents=True)
+    assert kubi("images", "--data-dir", str(server), "import", str(archive)).returncode == 0
+    assert (server / "agent" / "images").is_dir() and not (server / "images").exists()
+    assert "gihyodocker/echo" in kubi("images", "--data-dir", str(server), "ls").stdout
 
 
 def test_bad_inputs_are_reported(tmp_path: Path) -> None:
