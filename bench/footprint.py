@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import shutil
 import signal
 import ssl
@@ -37,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kubi.kubelet.agent import AgentConfig
 from tests.cluster import Cluster, free_port
 from tests.images import build_images, write_docker_save
-from tests.kubelet.agent_env import AgentNode, cleanup_node
+from tests.kubelet.agent_env import AgentNode, cleanup_node, new_netns
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 IMAGE = "busybox:latest"
@@ -182,13 +181,6 @@ def import_image(agent_dir: Path, archive: Path) -> None:
                    check=True, capture_output=True)
 
 
-def make_netns() -> str:
-    name = f"kubi-bench-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-    return name
-
-
 # -- the phases -------------------------------------------------------------------------
 
 
@@ -203,7 +195,7 @@ class Results:
 
 
 def one_process(tmp: Path, archive: Path, idle: float, results: Results) -> None:
-    netns = make_netns()
+    netns = new_netns("kubi-bench")
     data = tmp / "server"
     data.mkdir()
     import_image(data / "agent", archive)
@@ -231,7 +223,7 @@ def one_process(tmp: Path, archive: Path, idle: float, results: Results) -> None
 
 
 def two_processes(tmp: Path, archive: Path, idle: float, results: Results) -> None:
-    netns = make_netns()
+    netns = new_netns("kubi-bench")
     data = tmp / "control-plane"
     data.mkdir()
     agent_dir = tmp / "node"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import signal
 import statistics
 import subprocess
@@ -24,14 +23,13 @@ import time
 from pathlib import Path
 
 import orjson
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kubi.kubelet.agent import AgentConfig
 from tests.cluster import Cluster, start_cluster
-from tests.conftest_registry import run_registry
+from tests.conftest_registry import run_registry, write_registries_yaml
 from tests.images import push_images
-from tests.kubelet.agent_env import AgentNode, cleanup_node
+from tests.kubelet.agent_env import AgentNode, cleanup_node, new_netns
 
 
 def pod(name: str, labels: dict[str, str] | None = None) -> bytes:
@@ -169,15 +167,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        netns = f"kubi-bench-{secrets.token_hex(3)}"
         with run_registry(tmp / "registry") as (address, _):
             push_images(f"http://{address}")
-            registries = tmp / "registries.yaml"
-            registries.write_text(yaml.safe_dump({
-                "mirrors": {"docker.io": {"endpoint": [f"http://{address}"]}},
-                "disable-default-endpoint": True}))
-            subprocess.run(["ip", "netns", "add", netns], check=True)
-            subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+            registries = write_registries_yaml(tmp / "registries.yaml", address)
+            netns = new_netns("kubi-bench")
             data = tmp / "kubi"
             began = time.perf_counter()
             cluster = start_cluster(data, "--registries", str(registries), "--node-name",

@@ -9,7 +9,6 @@ changes nothing in this machine's network. Everything is removed at the end.
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kubi.kubelet.agent import AgentConfig
 from tests.conftest_registry import run_registry, write_registries_yaml
 from tests.images import build_images, push_images
-from tests.kubelet.agent_env import AgentNode, cleanup_node
+from tests.kubelet.agent_env import AgentNode, cleanup_node, new_netns
 
 NODE = "book-node"
 
@@ -79,9 +78,7 @@ def main() -> int:
     port = sys.argv[2]
     manifests = Path(sys.argv[3]).resolve()
     data.mkdir(parents=True, exist_ok=True)
-    netns = f"kubi-example-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+    netns = new_netns("kubi-example")
     server: subprocess.Popen[bytes] | None = None
     env = dict(os.environ, KUBECONFIG=str(data / "kubeconfig.yaml"))
     try:

@@ -9,12 +9,15 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import yaml
 
+T = TypeVar("T")
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -106,3 +109,18 @@ def start_cluster(data_dir: Path, *extra: str, port: int | None = None,
         time.sleep(0.05)
     cluster.stop(signal.SIGKILL)
     raise RuntimeError("kubi server did not become ready")
+
+
+def wait_for(check: Callable[[], T], timeout: float = 180, cluster: Cluster | None = None
+             ) -> T:
+    """Poll `check` until it returns something truthy; on a timeout the error shows the
+    last value and, given the cluster, its pods as `kubectl describe` tells them."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.3)
+    state = cluster.kubectl("describe", "pods", check=False).stdout[-4000:] if cluster else ""
+    raise AssertionError(f"condition not met; last value {last!r}\n{state}")

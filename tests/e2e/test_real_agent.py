@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -32,10 +31,11 @@ from tests.kubelet.agent_env import (
     cleanup_node,
     mounts_under,
     namespaces_of,
+    new_netns,
     processes_under,
+    require_tools,
 )
 
-TOOLS = ("runc", "ip", "nft", "nsenter", "unshare", "curl")
 NODE = "edge-1"
 
 
@@ -100,12 +100,8 @@ class Edge:
 
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory, registry: LocalRegistry) -> Iterator[Edge]:
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing or os.geteuid() != 0:
-        pytest.skip(f"needs root and {', '.join(missing) or 'root'}")
-    netns = f"kubi-test-{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+    require_tools("curl")
+    netns = new_netns()
     base = tmp_path_factory.mktemp("kubi-edge")
     data = base / "agent"
     data.mkdir()

@@ -6,36 +6,28 @@ Pod networking lives in a network namespace this test makes, never the host's.""
 from __future__ import annotations
 
 import json
-import os
 import re
-import secrets
-import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
 from kubi.kubelet.agent import AgentConfig
-from tests.cluster import Cluster, start_cluster
+from tests.cluster import Cluster, start_cluster, wait_for
 from tests.conftest_registry import LocalRegistry
-from tests.kubelet.agent_env import AgentNode, cleanup_node
+from tests.kubelet.agent_env import AgentNode, cleanup_node, new_netns, require_tools
 
 T = TypeVar("T")
-TOOLS = ("runc", "ip", "nft", "nsenter", "unshare", "curl")
 
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory, registry: LocalRegistry) -> Iterator[
         tuple[Cluster, str]]:
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing or os.geteuid() != 0:
-        pytest.skip(f"needs root and {', '.join(missing) or 'root'}")
-    netns = f"kubi-test-{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+    require_tools("curl")
+    netns = new_netns()
     data = tmp_path_factory.mktemp("kubi-real")
     cluster = start_cluster(data, "--registries", str(registry.registries_yaml),
                             "--node-name", "book-node", agent_netns=netns)
@@ -53,20 +45,6 @@ def real(tmp_path_factory: pytest.TempPathFactory, registry: LocalRegistry) -> I
         cleanup_node(AgentNode(AgentConfig("book-node", data / "agent"), netns,
                                data / "agent", f"/{netns}"))
 
-
-def wait_for(check: Callable[[], T], timeout: float = 180, cluster: Cluster | None = None
-             ) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    state = ""
-    if cluster is not None:
-        state = cluster.kubectl("describe", "pods", check=False).stdout[-4000:]
-    raise AssertionError(f"condition not met; last value {last!r}\n{state}")
 
 
 def pod(cluster: Cluster, name: str) -> dict:

@@ -41,10 +41,20 @@ class AgentNode:
         return str(NETNS_DIR / self.netns)
 
 
-def require_tools() -> None:
-    if MISSING or os.geteuid() != 0:
-        pytest.skip(f"needs root and {', '.join(TOOLS)} "
-                    f"(missing: {', '.join(MISSING) or 'root'})")
+def require_tools(*extra: str) -> None:
+    """Skip unless root with the node's tools (and `extra` ones) on PATH."""
+    missing = MISSING + [tool for tool in extra if shutil.which(tool) is None]
+    if missing or os.geteuid() != 0:
+        pytest.skip(f"needs root and {', '.join((*TOOLS, *extra))} "
+                    f"(missing: {', '.join(missing) or 'root'})")
+
+
+def new_netns(prefix: str = "kubi-test") -> str:
+    """A fresh network namespace with loopback up, to play a node (cleanup_node deletes it)."""
+    name = f"{prefix}-{secrets.token_hex(4)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    return name
 
 
 def processes_under(root: Path) -> list[int]:
@@ -71,10 +81,8 @@ def namespaces_of(node: AgentNode) -> list[str]:
 @contextlib.contextmanager
 def agent_node(tmp_path: Path, registry: LocalRegistry, **overrides: Any) -> Iterator[AgentNode]:
     require_tools()
-    tag = secrets.token_hex(4)
-    netns = f"kubi-test-{tag}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+    netns = new_netns()
+    tag = netns.removeprefix("kubi-test-")
     data_dir = tmp_path / "node"
     data_dir.mkdir()
     options: dict[str, Any] = {

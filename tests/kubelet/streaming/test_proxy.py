@@ -16,11 +16,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
-import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,12 +28,11 @@ from kubi.api.durations import go_duration_seconds
 from kubi.apiserver.proxy import _Location, _rewrite_location, split_scheme_name_port
 from kubi.kubelet import stats
 from kubi.kubelet.agent import AgentConfig
-from tests.cluster import Cluster, free_port, start_cluster
+from tests.cluster import Cluster, free_port, start_cluster, wait_for
 from tests.conftest_registry import LocalRegistry
-from tests.kubelet.agent_env import AgentNode, cleanup_node
+from tests.kubelet.agent_env import AgentNode, cleanup_node, new_netns, require_tools
 
 T = TypeVar("T")
-TOOLS = ("runc", "ip", "nft", "nsenter", "unshare", "curl", "kubectl")
 NODE = "proxy-node"
 SEED = Path(__file__).resolve().parents[4] / "shared" / "seed" / "manifests"
 
@@ -105,28 +102,12 @@ def test_resource_metrics_from_a_summary() -> None:
 # -- a real cluster ------------------------------------------------------------------------
 
 
-def wait_for(check: Callable[[], T], timeout: float = 180,
-             cluster: Cluster | None = None) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    state = cluster.kubectl("describe", "pods", check=False).stdout[-4000:] if cluster else ""
-    raise AssertionError(f"condition not met; last value {last!r}\n{state}")
-
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory, registry: LocalRegistry) -> Iterator[
         Cluster]:
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing or os.geteuid() != 0:
-        pytest.skip(f"needs root and {', '.join(missing) or 'root'}")
-    netns = f"kubi-test-{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+    require_tools("curl", "kubectl")
+    netns = new_netns()
     data = tmp_path_factory.mktemp("kubi-proxy")
     cluster: Cluster | None = None
     try:
